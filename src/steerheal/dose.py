@@ -1,0 +1,184 @@
+"""iso-KL calibration: the coefficient at which steering costs a fixed amount of KL.
+
+Statistic (DESIGN.md section 3): for each calibration prompt, greedy-generate `n_tokens` with
+steering, then teacher-force that sequence with and without steering and take the per-token
+KL(p_steered || p_base) at every generated position. Pool over prompts and positions; the
+calibrated statistic is the p95 (mean, p50 and max are reported too).
+
+Solver: in (log coefficient, log KL) space, bracket the target by doubling/halving from a
+start, then Illinois regula falsi (bisection whenever a secant step is unusable), until
+|p95 - target| < tol nats or `max_evals` evaluations. A target that cannot be bracketed
+raises `CalibrationError`; running out of evaluations returns `converged=False`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .chat import encode, render_prompt
+from .config import CalibrateConfig
+from .errors import CalibrationError, SteerhealError
+from .generate import first_stop, stop_token_ids
+from .models import LoadedModel
+from .progress import progress
+from .steering.hooks import SteerSpec, steering
+from .steering.vector import SteeringVector
+
+
+@dataclass
+class KLStats:
+    coeff: float
+    p95: float  # the configured quantile (0.95 by default)
+    mean: float
+    p50: float
+    max: float
+    n_tokens: int
+    seconds: float
+
+
+@dataclass
+class CalibrationResult:
+    coeff: float
+    target_kl: float
+    stats: KLStats
+    converged: bool
+    n_evals: int
+    trace: list[KLStats] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _token_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per position over the vocabulary, in fp32."""
+    logp = torch.log_softmax(logits_p.float(), dim=-1)
+    logq = torch.log_softmax(logits_q.float(), dim=-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+@torch.no_grad()
+def steered_token_kls(lm: LoadedModel, vector: SteeringVector, coeff: float, texts: Sequence[str],
+                      cfg: CalibrateConfig, *, allow_other_model: bool = False) -> torch.Tensor:
+    """Pooled per-token KL(steered || base) over greedy steered rollouts of `texts` (rendered)."""
+    stops = stop_token_ids(lm)
+    spec = [SteerSpec(vector, coeff, scope=cfg.scope)]
+    pooled = []
+    for start in range(0, len(texts), cfg.batch_size):
+        batch = encode(lm.tokenizer, list(texts[start:start + cfg.batch_size]),
+                       lm.max_positions - cfg.n_tokens, lm.device)
+        P = batch.prompt_len
+        with steering(lm, spec, prompt_len=P, allow_other_model=allow_other_model):
+            seqs = lm.model.generate(**{k: v for k, v in batch.model_inputs().items() if k != "position_ids"},
+                                     max_new_tokens=cfg.n_tokens, do_sample=False, temperature=None,
+                                     top_p=None, top_k=None, eos_token_id=stops,
+                                     pad_token_id=lm.tokenizer.pad_token_id)
+        new = seqs[:, P:]
+        T = new.shape[1]
+        end, found = first_stop(new.cpu(), stops)
+        # A generated position counts up to and including its row's first stop token.
+        valid = torch.arange(T).unsqueeze(0) <= torch.where(found, end, end - 1).unsqueeze(1)
+        mask = torch.cat([batch.attention_mask.cpu(), valid.long()], dim=1).to(lm.device)
+        inputs = {"input_ids": seqs, "attention_mask": mask,
+                  "position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "logits_to_keep": T + 1,
+                  "use_cache": False}
+        with steering(lm, spec, prompt_len=P, allow_other_model=allow_other_model):
+            steered = lm.model(**inputs).logits[:, :-1]
+        base = lm.model(**inputs).logits[:, :-1]
+        pooled.append(_token_kl(steered, base)[valid.to(lm.device)].cpu())
+    return torch.cat(pooled)
+
+
+def kl_stats(lm: LoadedModel, vector: SteeringVector, coeff: float, texts: Sequence[str],
+             cfg: CalibrateConfig, **kwargs) -> KLStats:
+    t0 = time.perf_counter()
+    kls = steered_token_kls(lm, vector, coeff, texts, cfg, **kwargs).double()
+    return KLStats(coeff=coeff, p95=float(torch.quantile(kls, cfg.quantile)), mean=float(kls.mean()),
+                   p50=float(kls.median()), max=float(kls.max()), n_tokens=int(kls.numel()),
+                   seconds=time.perf_counter() - t0)
+
+
+def initial_coeff(vector: SteeringVector) -> float:
+    """Start where the addition is ~20% of the residual norm at the read layers (or 1.0)."""
+    if vector.coeff:
+        return abs(vector.coeff)
+    resid = vector.extra.get("residual_norm") if isinstance(vector.extra, dict) else None
+    norms = vector.norms
+    if resid:
+        ratio = sum(float(resid[str(k)] if str(k) in resid else resid[k]) for k in norms) / sum(norms.values())
+        return max(0.2 * ratio, 1e-3)
+    return 1.0
+
+
+def calibrate(lm: LoadedModel, vector: SteeringVector, prompts: Sequence[str],
+              cfg: CalibrateConfig | None = None, *, system: str | None = None,
+              desc: str | None = None, **kwargs) -> CalibrationResult:
+    """Find the coefficient whose steered rollouts have p95 token KL == cfg.target_kl."""
+    cfg = cfg or CalibrateConfig()
+    prompts = [p for p in prompts if p and p.strip()][: cfg.n_prompts]
+    if not prompts:
+        raise SteerhealError("no calibration prompts", "pass at least one held-out prompt")
+    texts = [render_prompt(lm.tokenizer, p, system) for p in prompts]
+    target = cfg.target_kl
+    trace: list[KLStats] = []
+    bar = progress(range(cfg.max_evals), desc=desc, total=cfg.max_evals)
+    bar_iter = iter(bar)
+
+    def f(x: float) -> float:
+        next(bar_iter, None)
+        stats = kl_stats(lm, vector, math.exp(x), texts, cfg, **kwargs)
+        trace.append(stats)
+        return math.log(max(stats.p95, 1e-12)) - math.log(target)
+
+    def done() -> bool:
+        return abs(trace[-1].p95 - target) < cfg.tol
+
+    def result(converged: bool) -> CalibrationResult:
+        best = min(trace, key=lambda s: abs(s.p95 - target))
+        if hasattr(bar, "close"):
+            bar.close()
+        return CalibrationResult(coeff=best.coeff, target_kl=target, stats=best, converged=converged,
+                                 n_evals=len(trace), trace=trace)
+
+    x0 = math.log(cfg.init_coeff or initial_coeff(vector))
+    a, fa = x0, f(x0)
+    if done():
+        return result(True)
+    step = math.log(2.0) * (1 if fa < 0 else -1)
+    b, fb = a, fa
+    while fa * fb > 0:  # bracket by doubling (KL too low) or halving (too high)
+        if len(trace) >= cfg.max_evals or abs(b + step - x0) > math.log(cfg.max_coeff_factor):
+            side = "below" if fb < 0 else "above"
+            raise CalibrationError(
+                f"cannot bracket p95 KL target {target} nats: it stayed {side} the target from "
+                f"coefficient {math.exp(x0):.4g} to {math.exp(b):.4g} (last p95 {trace[-1].p95:.4g})",
+                "choose a target this vector can reach (see the trace with --json), or another vector",
+            )
+        a, fa = b, fb
+        b = b + step
+        fb = f(b)
+        if done():
+            return result(True)
+    side = 0  # Illinois: halve the stale endpoint's value when the same side is kept twice
+    while len(trace) < cfg.max_evals:
+        usable = math.isfinite(fa) and math.isfinite(fb) and fa != fb
+        x = b - fb * (b - a) / (fb - fa) if usable else (a + b) / 2
+        lo, hi = min(a, b), max(a, b)
+        if not lo < x < hi:
+            x = (a + b) / 2
+        fx = f(x)
+        if done():
+            return result(True)
+        if fx * fb < 0:
+            a, fa = b, fb
+            side = 0
+        else:
+            if side == -1:
+                fa /= 2
+            side = -1
+        b, fb = x, fx
+    return result(False)

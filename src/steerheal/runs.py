@@ -1,0 +1,56 @@
+"""Atomic file writes: a reader never sees a half-written artefact.
+
+Each writer goes to a temporary file in the destination directory and is moved into place
+with `os.replace`, which is atomic on POSIX and Windows filesystems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import SteerhealError
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create `path` (and parents) or fail with a clear message."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise SteerhealError(
+            f"cannot write to directory {path} ({exc.strerror or exc})",
+            "choose a writable output path",
+        ) from exc
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it over `path` only if the block succeeds."""
+    path = Path(path)
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
