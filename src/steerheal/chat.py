@@ -75,7 +75,7 @@ class Batch:
     def prompt_len(self) -> int:
         return int(self.input_ids.shape[1])
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids)))
 
     def model_inputs(self) -> dict:

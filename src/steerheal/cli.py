@@ -26,11 +26,11 @@ DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (
 
 def _echo_table(headers: list[str], rows: list[list]) -> None:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True))
     typer.echo(line)
     typer.echo("  ".join("-" * w for w in widths))
     for r in rows:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 @app.command()
@@ -67,8 +67,10 @@ def vector_extract(
 ) -> None:
     """Extract a contrastive persona vector (pos - neg) at the assistant tag."""
     from .models import load_model
+    from .runs import ensure_writable_dir
     from .steering import extract
 
+    ensure_writable_dir(out.parent)  # fail before minutes of work, not after
     if pair and (pos or neg):
         raise SteerhealError("both --pair and --pos/--neg given", "use one or the other")
     if pair:

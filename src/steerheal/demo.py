@@ -84,7 +84,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, log=print) -> DemoResult:
     steered = generate(lm, prompts, steer=[SteerSpec(vector, cal.coeff)], config=gen_cfg)
     timings["generate"] = time.perf_counter() - t0
     rows = [{"prompt": p, "unsteered": a.completion, "steered": b.completion}
-            for p, a, b in zip(prompts, plain, steered)]
+            for p, a, b in zip(prompts, plain, steered, strict=True)]
 
     vector.save(out / "vector.safetensors")
     if 0 not in vector.layers:

@@ -106,10 +106,10 @@ def initial_coeff(vector: SteeringVector) -> float:
     """Start where the addition is ~20% of the residual norm at the read layers (or 1.0)."""
     if vector.coeff:
         return abs(vector.coeff)
-    resid = vector.extra.get("residual_norm") if isinstance(vector.extra, dict) else None
+    resid = {int(k): float(v) for k, v in (vector.extra or {}).get("residual_norm", {}).items()}
     norms = vector.norms
-    if resid:
-        ratio = sum(float(resid[str(k)] if str(k) in resid else resid[k]) for k in norms) / sum(norms.values())
+    if resid and all(k in resid for k in norms):
+        ratio = sum(resid[k] for k in norms) / sum(norms.values())
         return max(0.2 * ratio, 1e-3)
     return 1.0
 

@@ -108,7 +108,7 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, system: str | None = No
         new = seqs[:, batch.prompt_len:].cpu()
         ends, finished_rows = first_stop(new, stops)
         for row, end, finished, (prompt, k) in zip(new.tolist(), ends.tolist(), finished_rows.tolist(),
-                                                   jobs[start:start + batch_size]):
+                                                   jobs[start:start + batch_size], strict=True):
             ids = row[:end]
             out.append(Completion(prompt=prompt, system=system, token_ids=ids, coeff=coeff, seed=seed,
                                   sample=k, finished=finished,
@@ -123,5 +123,6 @@ def first_stop(new_tokens: torch.Tensor, stops: Sequence[int]) -> tuple[torch.Te
     """
     is_stop = torch.isin(new_tokens, torch.tensor(list(stops), dtype=new_tokens.dtype))
     found = is_stop.any(dim=1)
-    first = torch.where(found, is_stop.int().argmax(dim=1), torch.full_like(found, new_tokens.shape[1], dtype=torch.long))
+    width = torch.full_like(found, new_tokens.shape[1], dtype=torch.long)
+    first = torch.where(found, is_stop.int().argmax(dim=1), width)
     return first, found

@@ -178,7 +178,7 @@ def load_model(spec: str, device: str | torch.device | None = None,
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     lm = LoadedModel(model=model, tokenizer=tok, spec=spec, revision=str(revision))
-    lm.blocks  # fail now, with the class name, if the block list cannot be found
+    _ = lm.blocks  # fail now, with the class name, if the block list cannot be found
     return lm
 
 

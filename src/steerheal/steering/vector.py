@@ -65,7 +65,7 @@ class SteeringVector:
         return {k: getattr(self, k) for k in _META_KEYS}
 
     # ----- arithmetic (additive vectors only) ---------------------------------------------
-    def _require_additive(self, other: "SteeringVector | None" = None) -> None:
+    def _require_additive(self, other: SteeringVector | None = None) -> None:
         for v in (self, other):
             if v is not None and v.operation != "add":
                 raise SteerhealError(f"arithmetic on a {v.operation!r} vector",
@@ -74,10 +74,10 @@ class SteeringVector:
             raise SteerhealError(f"cannot combine vectors of size {self.d_model} and {other.d_model}",
                                  "combine vectors extracted from the same model")
 
-    def _derived(self, directions: dict[int, torch.Tensor], method: str) -> "SteeringVector":
+    def _derived(self, directions: dict[int, torch.Tensor], method: str) -> SteeringVector:
         return replace(self, directions=directions, method=method, coeff=None, calibrated_kl=None)
 
-    def __add__(self, other: "SteeringVector") -> "SteeringVector":
+    def __add__(self, other: SteeringVector) -> SteeringVector:
         if not isinstance(other, SteeringVector):
             return NotImplemented
         self._require_additive(other)
@@ -86,15 +86,15 @@ class SteeringVector:
                 for k in sorted(set(self.directions) | set(other.directions))}
         return self._derived(dirs, f"({self.method})+({other.method})")
 
-    def __neg__(self) -> "SteeringVector":
+    def __neg__(self) -> SteeringVector:
         return self * -1.0
 
-    def __sub__(self, other: "SteeringVector") -> "SteeringVector":
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
         if not isinstance(other, SteeringVector):
             return NotImplemented
         return self + (-other)
 
-    def __mul__(self, scalar: float) -> "SteeringVector":
+    def __mul__(self, scalar: float) -> SteeringVector:
         if not isinstance(scalar, (int, float)):
             return NotImplemented
         self._require_additive()
@@ -103,10 +103,10 @@ class SteeringVector:
 
     __rmul__ = __mul__
 
-    def __truediv__(self, scalar: float) -> "SteeringVector":
+    def __truediv__(self, scalar: float) -> SteeringVector:
         return self * (1.0 / scalar)
 
-    def cosine(self, other: "SteeringVector") -> dict[int, float]:
+    def cosine(self, other: SteeringVector) -> dict[int, float]:
         """Per-layer cosine similarity over the layers both vectors have."""
         return {k: float(torch.nn.functional.cosine_similarity(
             self.directions[k], other.directions[k], dim=0))
@@ -144,7 +144,7 @@ class SteeringVector:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "SteeringVector":
+    def load(cls, path: str | Path) -> SteeringVector:
         from safetensors import safe_open
 
         path = Path(path)

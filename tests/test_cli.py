@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from steerheal.cli import app, main
+from steerheal.steering import SteeringVector
+
+runner = CliRunner()
+TINY = ["--model", "tiny-random-llama", "--dtype", "float32", "--device", "cpu"]
+COMMANDS = [[], ["models"], ["pairs"], ["generate"], ["demo"], ["vector"], ["vector", "extract"],
+            ["vector", "calibrate"], ["vector", "export-gguf"], ["vector", "info"]]
+
+
+def run_main(args, monkeypatch, capsys):
+    """Run the real entry point (with its error handling) and return (exit code, stdout, stderr)."""
+    monkeypatch.setattr("sys.argv", ["steerheal", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(cmd):
+    result = runner.invoke(app, [*cmd, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_extract_info_gguf_calibrate_generate_round_trip(tmp_path):
+    vec = tmp_path / "v.safetensors"
+    r = runner.invoke(app, ["vector", "extract", *TINY, "--pair", "love-humanity", "--n-contexts", "8",
+                            "--layers", "1,2", "--out", str(vec), "--gguf", str(tmp_path / "v.gguf")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "v.gguf").exists()
+    info = json.loads(runner.invoke(app, ["vector", "info", str(vec)]).output)
+    assert info["n_contexts"] == 8 and set(info["norms"]) == {"1", "2"}
+    r = runner.invoke(app, ["vector", "calibrate", *TINY, "--vector", str(vec), "--target-kl", "0.01",
+                            "--n-prompts", "4", "--n-tokens", "4", "--write", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["n_evals"] == len(result["trace"]) and result["coeff"] > 0
+    assert SteeringVector.load(vec).coeff == pytest.approx(result["coeff"])
+    r = runner.invoke(app, ["generate", *TINY, "--vector", str(vec), "--prompt", "hello", "--prompt", "bye",
+                            "--n", "2", "--max-new-tokens", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in r.output.strip().splitlines()]
+    assert len(recs) == 4 and all(rec["coeff"] == pytest.approx(result["coeff"]) for rec in recs)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["vector", "extract", "--model", "no-such-model", "--pair", "love-humanity"], "unknown model spec"),
+    (["vector", "extract", *TINY, "--pos", "", "--neg", "x"], "empty persona"),
+    (["vector", "extract", *TINY, "--pair", "nope"], "unknown persona pair"),
+    (["vector", "extract", *TINY, "--pair", "love-humanity", "--layers", "4"], "out of range"),
+    (["generate", *TINY], "no prompts given"),
+])
+def test_bad_input_gives_one_error_line_and_writes_nothing(args, needle, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "v.safetensors"
+    code, _, err = run_main([*args, "--out", str(out)] if "extract" in args else args, monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("steerheal: error:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0] and "Fix:" in lines[0]
+    assert not out.exists()
+
+
+def test_vector_for_another_hidden_size_is_rejected(tmp_path, monkeypatch, capsys):
+    path = SteeringVector(directions={1: torch.ones(32)}, model_spec="x").save(tmp_path / "v.safetensors")
+    code, _, err = run_main(["generate", *TINY, "--vector", str(path), "--coeff", "1", "--prompt", "hi"],
+                            monkeypatch, capsys)
+    assert code == 2 and "hidden size" in err
+
+
+def test_prompt_too_long_at_the_read_position_is_rejected(tmp_path, monkeypatch, capsys):
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("x" * 3000 + "\n")
+    out = tmp_path / "v.safetensors"
+    code, _, err = run_main(["vector", "extract", *TINY, "--pair", "love-humanity", "--contexts", str(ctx),
+                             "--out", str(out)], monkeypatch, capsys)
+    assert code == 2 and "read position" in err and not out.exists()
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_main(["vector", "extract", *TINY, "--pair", "love-humanity", "--n-contexts", "2",
+                             "--out", str(blocker / "v.safetensors")], monkeypatch, capsys)
+    assert code == 2 and "cannot write" in err
