@@ -108,3 +108,23 @@ class CalibrateConfig:
         _check(self.init_coeff is None or self.init_coeff > 0,
                f"init_coeff must be > 0, got {self.init_coeff}",
                "give a positive start; calibrate the negated vector for the other sign")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """A tiny-mfv evaluation (DESIGN.md section 8)."""
+
+    protocol: Literal["forced-choice", "json-bool"] = "forced-choice"
+    orders: Literal["fwd-rev", "cyclic"] = "fwd-rev"  # forced-choice option orders to average
+    think: int = 0  # guided-think tokens before the answer (0: none)
+    batch_size: int = 16
+    system: str | None = None  # None: no system message (the template's default applies)
+    template: str | None = None  # JSON file overriding template fields
+
+    def __post_init__(self) -> None:
+        _check(self.protocol in ("forced-choice", "json-bool"), f"unknown protocol {self.protocol!r}",
+               "use 'forced-choice' or 'json-bool'")
+        _check(self.orders in ("fwd-rev", "cyclic"), f"unknown option orders {self.orders!r}",
+               "use 'fwd-rev' or 'cyclic'")
+        _check(0 <= self.think <= 4096, f"think must be in [0, 4096], got {self.think}", "use 0 for no thinking")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "set a positive batch size")

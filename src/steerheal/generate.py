@@ -77,27 +77,38 @@ def sampling_kwargs(lm: LoadedModel, cfg: GenerateConfig) -> dict:
     return kwargs
 
 
-@torch.no_grad()
 def generate(lm: LoadedModel, prompts: Sequence[str], *, system: str | None = None,
              steer: Sequence[SteerSpec] = (), n: int = 1, config: GenerateConfig | None = None,
              max_length: int | None = None, desc: str | None = None,
              allow_other_model: bool = False) -> list[Completion]:
     """Sample `n` completions per user prompt; returns records in prompt-major order."""
-    cfg = config or GenerateConfig()
     if not prompts:
         raise SteerhealError("no prompts to generate from", "pass at least one prompt")
     if n < 1:
         raise SteerhealError(f"n must be >= 1, got {n}", "ask for at least one sample per prompt")
-    batch_size = cfg.batch_size or default_batch_size(lm)
-    limit = max_length or lm.max_positions - cfg.max_new_tokens
     jobs = [(p, k) for p in prompts for k in range(n)]
     texts = [render_prompt(lm.tokenizer, p, system) for p, _ in jobs]
+    records = generate_from_texts(lm, texts, steer=steer, config=config, max_length=max_length, desc=desc,
+                                  allow_other_model=allow_other_model)
+    for rec, (prompt, k) in zip(records, jobs, strict=True):
+        rec.prompt, rec.system, rec.sample = prompt, system, k
+    return records
+
+
+@torch.no_grad()
+def generate_from_texts(lm: LoadedModel, texts: Sequence[str], *, steer: Sequence[SteerSpec] = (),
+                        config: GenerateConfig | None = None, max_length: int | None = None,
+                        desc: str | None = None, allow_other_model: bool = False) -> list[Completion]:
+    """Continue already-rendered prompt texts (one completion each), in batches."""
+    cfg = config or GenerateConfig()
+    batch_size = cfg.batch_size or default_batch_size(lm)
+    limit = max_length or lm.max_positions - cfg.max_new_tokens
     stops = stop_token_ids(lm)
     coeff = float(sum(s.coeff for s in steer)) if steer else 0.0
     out: list[Completion] = []
-    starts = range(0, len(jobs), batch_size)
+    starts = range(0, len(texts), batch_size)
     for b, start in enumerate(progress(starts, desc=desc, total=len(starts))):
-        batch = encode(lm.tokenizer, texts[start:start + batch_size], limit, lm.device)
+        batch = encode(lm.tokenizer, list(texts[start:start + batch_size]), limit, lm.device)
         seed = cfg.seed + b
         torch.manual_seed(seed)
         with steering(lm, steer, prompt_len=batch.prompt_len, allow_other_model=allow_other_model):
@@ -106,12 +117,11 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, system: str | None = No
                 max_new_tokens=cfg.max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id,
                 eos_token_id=stops, **sampling_kwargs(lm, cfg))
         new = seqs[:, batch.prompt_len:].cpu()
-        ends, finished_rows = first_stop(new, stops)
-        for row, end, finished, (prompt, k) in zip(new.tolist(), ends.tolist(), finished_rows.tolist(),
-                                                   jobs[start:start + batch_size], strict=True):
+        ends, found = first_stop(new, stops)
+        for row, end, finished, text in zip(new.tolist(), ends.tolist(), found.tolist(),
+                                            texts[start:start + batch_size], strict=True):
             ids = row[:end]
-            out.append(Completion(prompt=prompt, system=system, token_ids=ids, coeff=coeff, seed=seed,
-                                  sample=k, finished=finished,
+            out.append(Completion(prompt=text, token_ids=ids, coeff=coeff, seed=seed, finished=finished,
                                   completion=lm.tokenizer.decode(ids, skip_special_tokens=True)))
     return out
 

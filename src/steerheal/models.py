@@ -188,3 +188,16 @@ def list_specs() -> list[dict]:
     rows += [{"spec": name, "kind": "tiny (in-process)", "cached": True,
               "description": "seeded random weights for tests"} for name in tiny.TINY_MODELS]
     return rows
+
+
+def attach_adapter(lm: LoadedModel, path: str | Path) -> LoadedModel:
+    """Wrap `lm.model` with a saved PEFT adapter (loadable by `PeftModel.from_pretrained`)."""
+    from peft import PeftModel
+
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise SteerhealError(f"{path} is not a PEFT adapter directory (no adapter_config.json)",
+                             "pass a directory written by save_pretrained of a PEFT model")
+    lm.model = PeftModel.from_pretrained(lm.model, str(path)).eval()
+    lm.extra["adapter"] = str(path)
+    return lm
