@@ -40,3 +40,9 @@ def contexts():
 @pytest.fixture(scope="session")
 def heldout():
     return data.heldout_prompts()
+
+
+@pytest.fixture(scope="session")
+def smollm_fp32():
+    """The embedded model in fp32, for tests with tight numeric tolerances."""
+    return load_model("smollm2-135m", "cpu", torch.float32)

@@ -9,7 +9,8 @@ from steerheal.steering import SteeringVector
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random-llama", "--dtype", "float32", "--device", "cpu"]
-COMMANDS = [[], ["models"], ["pairs"], ["generate"], ["demo"], ["vector"], ["vector", "extract"],
+COMMANDS = [[], ["models"], ["pairs"], ["generate"], ["demo"], ["eval"], ["eval", "compare"], ["vector"],
+            ["vector", "extract"],
             ["vector", "calibrate"], ["vector", "export-gguf"], ["vector", "info"]]
 
 
@@ -86,3 +87,31 @@ def test_unwritable_output_is_a_clear_error(tmp_path, monkeypatch, capsys):
     code, _, err = run_main(["vector", "extract", *TINY, "--pair", "love-humanity", "--n-contexts", "2",
                              "--out", str(blocker / "v.safetensors")], monkeypatch, capsys)
     assert code == 2 and "cannot write" in err
+
+
+def test_eval_and_compare_on_a_tiny_model(tmp_path):
+    outs = []
+    for name, extra in (("a", []), ("b", ["--system", "You respect authority."])):
+        out = tmp_path / f"{name}.json"
+        r = runner.invoke(app, ["eval", *TINY, "--dataset", "own", "--limit", "7", "--out", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        assert "F_nats" in r.output and out.exists()
+        outs.append(out)
+    r = runner.invoke(app, ["eval", "compare", str(outs[0]), str(outs[1]), "--axis", "Authority",
+                            "--resamples", "1000"])
+    assert r.exit_code == 0, r.output
+    assert "<- axis" in r.output and "largest off-target mover" in r.output
+
+
+def test_eval_rejects_mismatched_protocols_and_missing_args(tmp_path, monkeypatch, capsys):
+    fc, jb = tmp_path / "fc.json", tmp_path / "jb.json"
+    for path, proto in ((fc, "forced-choice"), (jb, "json-bool")):
+        r = runner.invoke(app, ["eval", *TINY, "--limit", "2", "--protocol", proto, "--out", str(path)])
+        assert r.exit_code == 0, r.output
+    code, _, err = run_main(["eval", "compare", str(fc), str(jb)], monkeypatch, capsys)
+    assert code == 2 and "cannot compare" in err
+    code, _, err = run_main(["eval", "--model", "tiny-random-llama"], monkeypatch, capsys)
+    assert code == 2 and "--out" in err
+    code, _, err = run_main(["eval", *TINY, "--dataset", "tinymfv:classic", "--data-dir", str(tmp_path),
+                             "--out", str(tmp_path / "x.json")], monkeypatch, capsys)
+    assert code == 2 and "no vignette set 'classic'" in err
