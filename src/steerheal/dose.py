@@ -182,3 +182,65 @@ def calibrate(lm: LoadedModel, vector: SteeringVector, prompts: Sequence[str],
             side = -1
         b, fb = x, fx
     return result(False)
+
+
+@dataclass
+class DoseProbe:
+    kappa: float
+    coeff: float
+    pass_rate: float
+    n: int
+    prompt_offset: int
+    dropped_by: dict = field(default_factory=dict)
+
+
+@dataclass
+class DoseResult:
+    coeff: float
+    kappa: float
+    c_iso: float
+    target_pass: float
+    reached: bool  # False: even the smallest probed dose kept fewer than target_pass
+    probes: list[DoseProbe] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def walk_c(probe, c_iso: float, n_prompts: int, *, target_pass: float = 0.75, per_probe: int = 8,
+           max_probes: int = 5, kappa_bounds: tuple[float, float] = (1 / 16, 16.0), ratio_tol: float = 1.3,
+           log=None) -> DoseResult:
+    """Bisect the dose kappa (coefficient = kappa * c_iso) in log space for the filter pass rate.
+
+    `probe(coeff, offset, count)` generates and filters `count` completions starting at prompt
+    `offset` (wrapping around) and returns a FilterReport. Successive probes use successive
+    prompt windows, so the search does not keep re-reading the first prompts. The result is
+    the largest probed kappa whose pass rate reached `target_pass`.
+    """
+    lo = hi = None  # largest passing kappa, smallest failing kappa
+    kappa, probes = 1.0, []
+    for j in range(max_probes):
+        offset = (j * per_probe) % max(n_prompts, 1)
+        report = probe(kappa * c_iso, offset, per_probe)
+        probes.append(DoseProbe(kappa, kappa * c_iso, report.pass_rate, len(report.scores), offset,
+                                dict(report.dropped_by)))
+        if log:
+            log(probes[-1])
+        if report.pass_rate >= target_pass:
+            lo = kappa if lo is None else max(lo, kappa)
+        else:
+            hi = kappa if hi is None else min(hi, kappa)
+        if lo is not None and hi is not None and hi / lo <= ratio_tol:
+            break
+        if hi is None:
+            kappa = min(kappa * 2, kappa_bounds[1])
+        elif lo is None:
+            kappa = max(kappa / 2, kappa_bounds[0])
+        else:
+            kappa = math.sqrt(lo * hi)
+        if any(abs(math.log(p.kappa / kappa)) < 1e-9 for p in probes):
+            break  # pinned at a bound
+    reached = lo is not None
+    chosen = lo if reached else min(p.kappa for p in probes)
+    return DoseResult(coeff=chosen * c_iso, kappa=chosen, c_iso=c_iso, target_pass=target_pass, reached=reached,
+                      probes=probes)

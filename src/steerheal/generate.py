@@ -23,9 +23,10 @@ from .steering.hooks import SteerSpec, steering
 
 @dataclass
 class Completion:
-    prompt: str
+    prompt: str  # the user message (or the rendered text for pre-rendered prompts)
     completion: str
     token_ids: list[int]
+    prompt_text: str = ""  # the exact rendered prompt the completion continues
     system: str | None = None
     coeff: float = 0.0
     seed: int = 0
@@ -121,8 +122,8 @@ def generate_from_texts(lm: LoadedModel, texts: Sequence[str], *, steer: Sequenc
         for row, end, finished, text in zip(new.tolist(), ends.tolist(), found.tolist(),
                                             texts[start:start + batch_size], strict=True):
             ids = row[:end]
-            out.append(Completion(prompt=text, token_ids=ids, coeff=coeff, seed=seed, finished=finished,
-                                  completion=lm.tokenizer.decode(ids, skip_special_tokens=True)))
+            out.append(Completion(prompt=text, prompt_text=text, token_ids=ids, coeff=coeff, seed=seed,
+                                  finished=finished, completion=lm.tokenizer.decode(ids, skip_special_tokens=True)))
     return out
 
 

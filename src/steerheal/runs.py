@@ -55,3 +55,48 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+class RunDir:
+    """A run directory: config.json, append-only events.jsonl, rounds/rNN/..., summary, report.
+
+    Every stage writes its artefacts atomically, then appends one typed event; a stage counts as
+    done only when its event exists, so a run killed mid-stage redoes that stage on resume.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = ensure_writable_dir(Path(path))
+        self.events_path = self.path / "events.jsonl"
+
+    def round_dir(self, r: int) -> Path:
+        d = self.path / "rounds" / f"r{r:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def events(self) -> list[dict]:
+        if not self.events_path.exists():
+            return []
+        out = []
+        for line in self.events_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a kill: ignore it and everything after
+        return out
+
+    def done(self, stage: str, round_: int | None = None) -> dict | None:
+        for ev in reversed(self.events()):
+            if ev.get("stage") == stage and ev.get("round") == round_:
+                return ev
+        return None
+
+    def log(self, stage: str, round_: int | None = None, **fields: Any) -> dict:
+        import time
+
+        event = {"stage": stage, "round": round_, "time": time.time(), **fields}
+        line = json.dumps(event, default=str, ensure_ascii=False)
+        with open(self.events_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return event

@@ -114,3 +114,21 @@ def format_comparison(result: dict) -> str:
         lines.append(f"largest off-target mover: {m['name']} ({m['delta']:+.3f})")
     lines.append("* CI excludes 0")
     return "\n".join(lines)
+
+
+def foundation_sample(result: dict, foundation: str) -> tuple[np.ndarray, Stat]:
+    """The per-row sample and statistic behind one foundation's score in an evaluation."""
+    if result["protocol"] == "forced-choice":
+        return np.array([r["p"][foundation] for r in result["rows"]]), log_mean_stat
+    rows = [r for r in result["rows"] if r["foundation"] == foundation and r["condition"] == "other_violate"]
+    return np.array([r["logit_w"] for r in rows]), mean_stat
+
+
+def estimate(result: dict, foundation: str, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """A foundation's score with a (non-paired) bootstrap 95% CI over vignettes."""
+    x, stat = foundation_sample(result, foundation)
+    if len(x) == 0:
+        return {"value": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
+    lo, hi = np.quantile(stat(x[idx]), [0.025, 0.975])
+    return {"value": float(stat(x[None])[0]), "lo": float(lo), "hi": float(hi)}
