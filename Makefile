@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/steerheal demo --out runs/demo
+	$(BIN)/steerheal run --preset demo --out runs/demo --resume
 
 demo: run
 

@@ -16,7 +16,7 @@ import torch
 from steerheal.models import load_model
 from steerheal.runs import write_text
 
-from . import evaluation, extraction, generation
+from . import evaluation, extraction, generation, heal
 from .common import machine
 
 
@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> str:
         lm = load_model(args.model or "tiny-random-llama", "cpu", torch.float32)
         gen_kw, ext_kw = dict(batch_sizes=(2,), new_tokens=4, repeats=1), dict(n_contexts=8, batch_size=4)
         eval_kw = dict(limit=4)
+        heal_kw = dict(steps=1, length=32)
     else:
         lm = load_model(args.model or "smollm2-135m")
         gen_kw, ext_kw = dict(batch_sizes=(1, 8, 32), new_tokens=64, repeats=5), dict(n_contexts=256)
         eval_kw = dict(think=(0, 16))
+        heal_kw = dict(steps=3, length=128)
     sections = [f"Machine: {machine()}", f"Model: {lm.spec} ({lm.device}, {lm.dtype})"]
     print(sections[0], f"\n{sections[1]}", file=sys.stderr)
     gen_text, _ = generation.run(lm, **gen_kw)
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> str:
     sections.append("### Vector extraction (mean_diff, default middle layers)\n\n" + ext_text)
     eval_text, _ = evaluation.run(lm, **eval_kw)
     sections.append("### tiny-mfv evaluation (both protocols, wall time including any think phase)\n\n" + eval_text)
+    heal_text, _ = heal.run(lm.spec, **heal_kw)
+    sections.append("### Heal step (4 x 128 tokens, LoRA r=8, one optimiser step incl. the separate gradient-norm "
+                    "passes; peak extra memory over the process before the first timed step)\n\n" + heal_text)
     report = "\n\n".join(sections) + "\n"
     print(report)
     if args.write:

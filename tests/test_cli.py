@@ -9,7 +9,8 @@ from steerheal.steering import SteeringVector
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random-llama", "--dtype", "float32", "--device", "cpu"]
-COMMANDS = [[], ["models"], ["pairs"], ["generate"], ["demo"], ["eval"], ["eval", "compare"], ["vector"],
+COMMANDS = [[], ["models"], ["pairs"], ["generate"], ["demo"], ["eval"], ["eval", "compare"], ["run"], ["heal"],
+            ["report"], ["export"], ["vector"],
             ["vector", "extract"],
             ["vector", "calibrate"], ["vector", "export-gguf"], ["vector", "info"]]
 
@@ -115,3 +116,48 @@ def test_eval_rejects_mismatched_protocols_and_missing_args(tmp_path, monkeypatc
     code, _, err = run_main(["eval", *TINY, "--dataset", "tinymfv:classic", "--data-dir", str(tmp_path),
                              "--out", str(tmp_path / "x.json")], monkeypatch, capsys)
     assert code == 2 and "no vignette set 'classic'" in err
+
+
+def test_run_report_and_heal_commands_on_the_smoke_preset(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", "--preset", "smoke", "--rounds", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "r1 healed" in r.output and (out / "report.html").exists()
+    (out / "report.html").unlink()
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0 and (out / "report.html").exists()
+    heal_out = tmp_path / "adapter"
+    r = runner.invoke(app, ["heal", *TINY, "--completions", str(out / "rounds/r00/completions.jsonl"),
+                            "--out", str(heal_out), "--epochs", "1", "--reg", "kl_rev", "--agg", "p95"])
+    assert r.exit_code == 0, r.output
+    assert (heal_out / "r00" / "adapter_config.json").exists() and (heal_out / "heal.json").exists()
+    r = runner.invoke(app, ["eval", *TINY, "--adapter", str(heal_out / "r00"), "--limit", "2",
+                            "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    merged_dir = tmp_path / "merged"
+    r = runner.invoke(app, ["export", str(out), str(merged_dir)])
+    assert r.exit_code == 0, r.output
+    check_merged_export(out, merged_dir)
+
+
+def check_merged_export(run_dir, merged_dir):
+    """The exported model loads with plain transformers and equals the stacked student."""
+    from transformers import AutoModelForCausalLM
+
+    from steerheal.chat import encode, render_prompt
+    from steerheal.loop import load_run_history
+    from steerheal.models import load_model
+
+    lm = load_model("tiny-random-llama", "cpu", torch.float32)
+    load_run_history(lm, run_dir)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    batch = encode(lm.tokenizer, [render_prompt(lm.tokenizer, "hello there")], 512)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch.model_inputs()).logits, lm.model(**batch.model_inputs()).logits,
+                                   atol=1e-4, rtol=0)
+
+
+def test_run_into_a_non_empty_directory_without_resume_fails(tmp_path, monkeypatch, capsys):
+    (tmp_path / "x").write_text("")
+    code, _, err = run_main(["run", "--preset", "smoke", "--out", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2 and "--resume" in err

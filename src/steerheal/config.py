@@ -173,9 +173,11 @@ class HealConfig:
 class FilterConfig:
     """Gates on completion scores (DESIGN.md section 4). None disables a gate."""
 
-    max_tail_ppl: float | None = 40.0  # perplexity of the last 25% of tokens under the original model
+    # Defaults from 32 unsteered sampled SmolLM2-135M completions (64 tokens): tail perplexity
+    # 1.7-6.0 and repetition 0.032-0.096; steered loops and word salad sit above both gates.
+    max_tail_ppl: float | None = 12.0  # perplexity of the last 25% of tokens under the original model
     tail_frac: float = 0.25
-    max_repetition: float | None = 0.3  # most common word/char 2-4-gram share
+    max_repetition: float | None = 0.12  # most common word/char 2-4-gram share
     max_narration: int | None = 0  # narration phrase hits allowed
     refusal: Literal["drop", "keep", "require"] = "drop"  # "require" selects for it (e.g. a love persona?)
     min_tokens: int = 4  # shorter completions are dropped as empty

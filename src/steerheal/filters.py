@@ -47,8 +47,8 @@ def tail_perplexity(lm: LoadedModel, records: Sequence[Completion], tail_frac: f
                     batch_size: int = 16, original=None) -> list[float]:
     """exp(mean NLL) of the last `tail_frac` of each completion's tokens under the original model.
 
-    `original` is a context manager that gates adapters off (the adapter history's
-    `reference("base")`); steering hooks are never active here.
+    `original` is a zero-argument factory of a context manager that gates adapters off (e.g.
+    `lambda: history.reference("base")`); steering hooks are never active here.
     """
     out: list[float] = []
     for s in range(0, len(records), batch_size):

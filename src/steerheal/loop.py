@@ -41,6 +41,19 @@ def _seed(base: int, round_: int | None, stage: str) -> int:
     return int(digest[:8], 16)
 
 
+def load_run_history(lm, run_dir: str | Path) -> AdapterHistory:
+    """Attach every healed round's adapter of a run directory to `lm`, in order."""
+    run_dir = Path(run_dir)
+    history = AdapterHistory(lm)
+    for rd in sorted((run_dir / "rounds").glob("r[0-9][0-9]")):
+        name = rd.name
+        if (rd / "adapter" / name / "adapter_config.json").is_file():
+            history.attach(rd / "adapter" / name, name)
+    if not history.names:
+        raise SteerhealError(f"{run_dir} has no healed round adapters", "run at least one round first")
+    return history
+
+
 def load_preset(name: str) -> dict:
     from importlib import resources
 
@@ -92,7 +105,8 @@ class SteerHealLoop:
         return [self.pool[(start + i) % len(self.pool)] for i in range(n)]
 
     def _original(self):
-        return self.history.reference("base") if self.history.names else None
+        """A factory of contexts in which the model is the original (all adapters gated off)."""
+        return (lambda: self.history.reference("base")) if self.history.names else None
 
     def _diary(self, steer=()) -> str:
         cfg = GenerateConfig(max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
@@ -169,7 +183,8 @@ class SteerHealLoop:
             self.run.log("eval_steered", r)
 
         if self._stage("heal", r):
-            self._attach(rd / "adapter")
+            name = f"r{len(self.history.names):02d}"
+            self.history.attach(rd / "adapter" / name, name)
             heal = json.loads((rd / "heal.json").read_text())
         else:
             eos = self.lm.tokenizer.eos_token_id
@@ -190,19 +205,6 @@ class SteerHealLoop:
             write_json(rd / "student_vector.json", self._student_vector(vec))
             self.run.log("eval_healed", r)
         return self._record(r, vec, dose, report, heal)
-
-    def _attach(self, adapter_dir: Path) -> None:
-        from peft import PeftModel
-
-        name = f"r{len(self.history.names):02d}"
-        sub = adapter_dir / name
-        if not self.history.names:
-            self.lm.model = PeftModel.from_pretrained(self.lm.model, str(sub), adapter_name=name)
-        else:
-            self.lm.model.load_adapter(str(sub), adapter_name=name)
-        self.history.names.append(name)
-        self.history.gates[name] = 1.0
-        self.history._activate(self.history.names)
 
     def _dose(self, r: int, vec: SteeringVector) -> dict:
         cfg = self.cfg

@@ -16,6 +16,9 @@ from typing import Any
 
 from .errors import SteerhealError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def ensure_writable_dir(path: Path) -> Path:
     """Create `path` (and parents) or fail with a clear message."""
@@ -41,6 +44,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; use the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -134,23 +134,28 @@ class AdapterHistory:
         write_json(directory / "history.json", {"names": self.names, "gates": self.gates})
         return directory
 
-    @classmethod
-    def load(cls, lm: LoadedModel, directory: str | Path) -> AdapterHistory:
-        """Re-attach every saved round adapter (PEFT format) with its gate."""
+    def attach(self, path: str | Path, name: str, gate: float = 1.0) -> None:
+        """Append a saved PEFT adapter (a folder with adapter_config.json) to the history."""
         from peft import PeftModel
 
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise SteerhealError(f"{path} is not a saved PEFT adapter", "point at a folder with adapter_config.json")
+        if not self.names:
+            self.lm.model = PeftModel.from_pretrained(self.lm.model, str(path), adapter_name=name)
+        else:
+            self.lm.model.load_adapter(str(path), adapter_name=name)
+        self.names.append(name)
+        self.gates[name] = float(gate)
+        self._activate(self.names)
+
+    @classmethod
+    def load(cls, lm: LoadedModel, directory: str | Path) -> "AdapterHistory":
+        """Re-attach every adapter saved by `save` (PEFT format, one folder each) with its gate."""
         directory = Path(directory)
         meta = json.loads((directory / "history.json").read_text())
         hist = cls(lm)
         for name in meta["names"]:
-            sub = directory / name  # PEFT saves every non-"default" adapter in a folder of its name
-            if not hist.names:
-                lm.model = PeftModel.from_pretrained(lm.model, str(sub), adapter_name=name, is_trainable=False)
-            else:
-                lm.model.load_adapter(str(sub), adapter_name=name, is_trainable=False)
-            hist.names.append(name)
-            hist.gates[name] = float(meta["gates"][name])
-        hist._activate(hist.names)
+            hist.attach(directory / name, name, meta["gates"][name])  # PEFT's folder for a non-default adapter
         return hist
 
     def merged_copy(self) -> torch.nn.Module:

@@ -104,6 +104,29 @@ def _grad_norm(grads) -> float:
     return math.sqrt(sum(float(g.float().pow(2).sum()) for g in grads if g is not None))
 
 
+def train_step(history: AdapterHistory, batch: Batch, cfg: HealConfig, rounds_baked: int,
+               params: list[torch.nn.Parameter], opt: torch.optim.Optimizer) -> dict:
+    """One optimiser step; the two terms' gradients are taken separately to log their norms."""
+    terms = heal_loss(history, batch, cfg, rounds_baked)
+    nll, d = float(terms["nll"].detach()), float(terms["D"].detach())
+    if not torch.isfinite(terms["loss"]):
+        raise SteerhealError(f"non-finite heal loss (nll {nll:.3g}, D {d:.3g})",
+                             "lower lr or lam, or check the kept completions; earlier rounds are kept")
+    g_nll = torch.autograd.grad(terms["nll"] + terms["spectral"], params, retain_graph=terms["active"],
+                                allow_unused=True)
+    g_bar = torch.autograd.grad(terms["barrier"], params, allow_unused=True) if terms["active"] \
+        else [None] * len(params)
+    for p, a, c in zip(params, g_nll, g_bar, strict=True):
+        p.grad = (a if a is not None else torch.zeros_like(p)) + (c if c is not None else 0)
+    total = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else None
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return {"nll": nll, "D": d, "barrier": float(terms["barrier"].detach()), "active": terms["active"],
+            "grad_norm_nll": _grad_norm(g_nll), "grad_norm_barrier": _grad_norm(g_bar),
+            "grad_norm_total": float(total) if total is not None else None,
+            "lr": opt.param_groups[0]["lr"], "lam_r": terms["lam_r"]}
+
+
 def split(examples: list[Example], val_frac: float, seed: int) -> tuple[list[Example], list[Example]]:
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
@@ -137,25 +160,8 @@ def heal_round(history: AdapterHistory, examples: list[Example], cfg: HealConfig
             rng.shuffle(order)
             for b in progress(range(n_batches), desc=desc and f"{desc} epoch {epoch + 1}", total=n_batches):
                 batch = collate([train[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad).to(device)
-                terms = heal_loss(history, batch, cfg, rounds_baked)
-                nll, d = float(terms["nll"].detach()), float(terms["D"].detach())
-                if not torch.isfinite(terms["loss"]):
-                    raise SteerhealError(f"non-finite heal loss at step {step} (nll {nll:.3g}, D {d:.3g})",
-                                         "lower lr or lam, or check the kept completions; earlier rounds are kept")
-                g_nll = torch.autograd.grad(terms["nll"] + terms["spectral"], params, retain_graph=terms["active"],
-                                            allow_unused=True)
-                g_bar = torch.autograd.grad(terms["barrier"], params, allow_unused=True) if terms["active"] \
-                    else [None] * len(params)
-                for p, a, c in zip(params, g_nll, g_bar, strict=True):
-                    p.grad = (a if a is not None else torch.zeros_like(p)) + (c if c is not None else 0)
-                total = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else None
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                rec = {"step": step, "epoch": epoch, "nll": nll, "D": d,
-                       "barrier": float(terms["barrier"].detach()), "active": terms["active"],
-                       "grad_norm_nll": _grad_norm(g_nll), "grad_norm_barrier": _grad_norm(g_bar),
-                       "grad_norm_total": float(total) if total is not None else None,
-                       "lr": opt.param_groups[0]["lr"], "lam_r": terms["lam_r"]}
+                rec = train_step(history, batch, cfg, rounds_baked, params, opt)
+                rec.update(step=step, epoch=epoch)
                 result.steps.append(rec)
                 if log:
                     log(rec)
