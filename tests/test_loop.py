@@ -31,7 +31,7 @@ def test_smoke_run_writes_the_specified_run_directory(finished_run):
     for r in range(2):
         rd = out / "rounds" / f"r{r:02d}"
         for name in ("vector.safetensors", "dose.json", "completions.jsonl", "filter.json", "eval_steered.json",
-                     "heal.json", "eval_healed.json", "round.json", "adapter/r%02d/adapter_config.json" % r):
+                     "heal.json", "eval_healed.json", "round.json", f"adapter/r{r:02d}/adapter_config.json"):
             assert (rd / name).exists(), (r, name)
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     rec = summary["rounds"][1]

@@ -301,7 +301,8 @@ def _run_config(preset: str | None, config: Path | None, model: str | None, roun
         try:
             extra = json.loads(Path(config).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise SteerhealError(f"cannot read config {config} ({exc})", "pass a JSON file of RunConfig fields") from exc
+            raise SteerhealError(f"cannot read config {config} ({exc})",
+                                 "pass a JSON file of RunConfig fields") from exc
         for key, value in extra.items():  # nested sections merge key by key
             merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     if model:

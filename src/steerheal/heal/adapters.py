@@ -149,7 +149,7 @@ class AdapterHistory:
         self._activate(self.names)
 
     @classmethod
-    def load(cls, lm: LoadedModel, directory: str | Path) -> "AdapterHistory":
+    def load(cls, lm: LoadedModel, directory: str | Path) -> AdapterHistory:
         """Re-attach every adapter saved by `save` (PEFT format, one folder each) with its gate."""
         directory = Path(directory)
         meta = json.loads((directory / "history.json").read_text())
