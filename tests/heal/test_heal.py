@@ -146,3 +146,21 @@ def test_zero_kept_completions_is_a_clear_error():
     lm = fresh()
     with pytest.raises(SteerhealError, match="no kept completions"):
         heal_round(AdapterHistory(lm), [], HealConfig(), rounds_baked=0)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"reg": "kl_fwd", "agg": "p95"},
+    {"reg": "kl_rev", "agg": "max", "barrier_ref": "prev", "lam_round_pow": 1.0},
+    {"reg": "kl_rev", "agg": "mean", "spectral_lam": 0.1, "weight_decay": 0.01},
+])
+def test_every_barrier_variant_trains_and_logs(overrides):
+    lm = fresh()
+    examples = steered_examples(lm, n=6)
+    hist = AdapterHistory(lm)
+    heal_round(hist, examples, HealConfig(epochs=1, tau=0.0, val_frac=0.0), rounds_baked=0)  # a previous round
+    res = heal_round(hist, examples, HealConfig(epochs=1, tau=0.0, val_frac=0.0, **overrides), rounds_baked=1)
+    assert res.adapter == "r01" and res.steps
+    for s in res.steps:
+        assert s["D"] >= 0 and all(k in s for k in ("nll", "barrier", "grad_norm_nll", "grad_norm_barrier", "lr"))
+    expected_lam = 1.0 * 2 ** overrides.get("lam_round_pow", 0.0)
+    assert res.steps[0]["lam_r"] == expected_lam

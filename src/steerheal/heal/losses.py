@@ -73,7 +73,16 @@ def barrier(d: torch.Tensor, tau: float, lam_r: float) -> torch.Tensor:
 
 
 def lora_sigma_max(lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Largest singular value of scaling * B @ A via two thin QRs (an r x r SVD), differentiable."""
-    _, rb = torch.linalg.qr(lora_b.float())  # B = Qb Rb, A^T = Qa Ra: BA = Qb (Rb Ra^T) Qa^T
-    _, ra = torch.linalg.qr(lora_a.float().T)
-    return scaling * torch.linalg.matrix_norm(rb @ ra.T, ord=2)
+    """Largest singular value of scaling * B @ A, differentiable, finite also at B = 0.
+
+    The top singular vectors come from an r x r SVD of the QR cores (B = Qb Rb, A^T = Qa Ra,
+    BA = Qb (Rb Ra^T) Qa^T) without gradients; sigma = u^T B A v then carries the gradient
+    u v^T, which stays finite where the singular values are degenerate (a fresh B = 0).
+    """
+    a, b = lora_a.float(), lora_b.float()
+    with torch.no_grad():
+        qb, rb = torch.linalg.qr(b)
+        qa, ra = torch.linalg.qr(a.T)
+        uc, _, vch = torch.linalg.svd(rb @ ra.T)
+        u, v = qb @ uc[:, 0], qa @ vch[0]
+    return scaling * (u @ (b @ (a @ v)))
