@@ -132,79 +132,96 @@ class SteerHealLoop:
             self.run.log("baseline")
 
     def round(self, r: int) -> dict:
-        cfg, rd = self.cfg, self.run.round_dir(r)
-        if self._stage("extract", r):
-            vec = SteeringVector.load(rd / "vector.safetensors")
-        else:
-            vec = extract(self.lm, self.pair.pos, self.pair.neg, self.extract_contexts,
-                          ExtractConfig(layers=cfg.layers), progress_desc=f"r{r} extract")
-            vec.save(rd / "vector.safetensors")
-            self.run.log("extract", r, norms=vec.norms)
+        rd = self.run.round_dir(r)
+        vec = self._extract(r, rd)
         if r == 0:
             self.v0 = vec
-
-        if self._stage("dose", r):
-            dose = json.loads((rd / "dose.json").read_text())
-        else:
-            dose = self._dose(r, vec)
-            write_json(rd / "dose.json", dose)
-            self.run.log("dose", r, coeff=dose["coeff"])
-        coeff = dose["coeff"]
-        spec = [SteerSpec(vec, coeff)]
-
-        if self._stage("generate", r):
-            recs = [Completion(**json.loads(line)) for line in (rd / "completions.jsonl").read_text().splitlines()]
-        else:
-            gen = GenerateConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                 seed=_seed(cfg.seed, r, "sample"))
-            recs = generate(self.lm, self._gen_prompts(r), steer=spec, n=cfg.n_per_prompt, config=gen,
-                            desc=f"r{r} generate")
-            write_text(rd / "completions.jsonl", "".join(json.dumps(c.to_dict()) + "\n" for c in recs))
-            self.run.log("generate", r, n=len(recs))
-
-        if self._stage("filter", r):
-            report = json.loads((rd / "filter.json").read_text())
-        else:
-            report = filter_completions(self.lm, recs, cfg.filters, narration=self.pair.narration
-                                        + data.generic_narration(), refusals=data.refusal_phrases(),
-                                        original=self._original()).to_dict()
-            write_json(rd / "filter.json", report)
-            self.run.log("filter", r, kept=len(report["kept"]), total=len(recs), dropped_by=report["dropped_by"])
-        if not report["kept"]:
-            worst = max(report["dropped_by"], key=report["dropped_by"].get) if report["dropped_by"] else "?"
-            raise SteerhealError(f"round {r}: 0 of {len(recs)} completions passed the filters (most dropped by "
-                                 f"'{worst}': {report['dropped_by']})",
-                                 f"loosen filters.{'max_' + worst if worst != 'refusal' else 'refusal'} or lower "
-                                 "dose.target_pass; earlier rounds are kept, resume with --resume")
-
+        dose = self._dose_stage(r, rd, vec)
+        spec = [SteerSpec(vec, dose["coeff"])]
+        recs = self._generate(r, rd, spec)
+        report = self._filter_stage(r, rd, recs)
         if not self._stage("eval_steered", r):
             self._eval(rd / "eval_steered.json", steer=spec)
             write_json(rd / "diary_steered.json", {"text": self._diary(spec)})
             self.run.log("eval_steered", r)
-
-        if self._stage("heal", r):
-            name = f"r{len(self.history.names):02d}"
-            self.history.attach(rd / "adapter" / name, name)
-            heal = json.loads((rd / "heal.json").read_text())
-        else:
-            eos = self.lm.tokenizer.eos_token_id
-            examples = [make_example(self.lm.tokenizer, recs[i].prompt_text, recs[i].completion, recs[i].token_ids,
-                                     recs[i].finished, cfg.heal.max_len, eos) for i in report["kept"]]
-            result = heal_round(self.history, examples, cfg.heal, rounds_baked=len(self.history.names),
-                                desc=f"r{r} heal")
-            adapter_dir = rd / "adapter"
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            self.history.save(adapter_dir, names=[result.adapter])
-            heal = result.to_dict()
-            write_json(rd / "heal.json", heal)
-            self.run.log("heal", r, adapter=result.adapter, val=result.val)
-
+        heal = self._heal(r, rd, recs, report)
         if not self._stage("eval_healed", r):
             self._eval(rd / "eval_healed.json")
             write_json(rd / "diary_healed.json", {"text": self._diary()})
             write_json(rd / "student_vector.json", self._student_vector(vec))
             self.run.log("eval_healed", r)
         return self._record(r, vec, dose, report, heal)
+
+    def _extract(self, r: int, rd: Path) -> SteeringVector:
+        if self._stage("extract", r):
+            return SteeringVector.load(rd / "vector.safetensors")
+        vec = extract(self.lm, self.pair.pos, self.pair.neg, self.extract_contexts,
+                      ExtractConfig(layers=self.cfg.layers), progress_desc=f"r{r} extract")
+        vec.save(rd / "vector.safetensors")
+        self.run.log("extract", r, norms=vec.norms)
+        return vec
+
+    def _dose_stage(self, r: int, rd: Path, vec: SteeringVector) -> dict:
+        if self._stage("dose", r):
+            return json.loads((rd / "dose.json").read_text())
+        dose = self._dose(r, vec)
+        write_json(rd / "dose.json", dose)
+        self.run.log("dose", r, coeff=dose["coeff"])
+        return dose
+
+    def _sample(self, prompts: list[str], spec, seed: int, n: int = 1, desc: str | None = None) -> list[Completion]:
+        gen = GenerateConfig(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed)
+        return generate(self.lm, prompts, steer=spec, n=n, config=gen, desc=desc)
+
+    def _filter(self, recs: list[Completion]):
+        return filter_completions(self.lm, recs, self.cfg.filters, narration=self.pair.narration
+                                  + data.generic_narration(), refusals=data.refusal_phrases(),
+                                  original=self._original())
+
+    def _generate(self, r: int, rd: Path, spec) -> list[Completion]:
+        path = rd / "completions.jsonl"
+        if self._stage("generate", r):
+            return [Completion(**json.loads(line)) for line in path.read_text().splitlines()]
+        recs = self._sample(self._gen_prompts(r), spec, _seed(self.cfg.seed, r, "sample"), self.cfg.n_per_prompt,
+                            desc=f"r{r} generate")
+        write_text(path, "".join(json.dumps(c.to_dict()) + "\n" for c in recs))
+        self.run.log("generate", r, n=len(recs))
+        return recs
+
+    def _filter_stage(self, r: int, rd: Path, recs: list[Completion]) -> dict:
+        if self._stage("filter", r):
+            report = json.loads((rd / "filter.json").read_text())
+        else:
+            report = self._filter(recs).to_dict()
+            write_json(rd / "filter.json", report)
+            self.run.log("filter", r, kept=len(report["kept"]), total=len(recs), dropped_by=report["dropped_by"])
+        if not report["kept"]:
+            dropped = report["dropped_by"]
+            worst = max(dropped, key=dropped.get) if dropped else "?"
+            knob = {"tail_ppl": "filters.max_tail_ppl", "repetition": "filters.max_repetition",
+                    "narration": "filters.max_narration", "refusal": "filters.refusal",
+                    "empty": "filters.min_tokens", "judge": "filters.max_judge"}.get(worst, "the filters")
+            raise SteerhealError(f"round {r}: 0 of {len(recs)} completions passed the filters (most dropped by "
+                                 f"'{worst}': {dropped})",
+                                 f"loosen {knob} or lower dose.target_pass; earlier rounds are kept, "
+                                 "continue with --resume")
+        return report
+
+    def _heal(self, r: int, rd: Path, recs: list[Completion], report: dict) -> dict:
+        name = f"r{len(self.history.names):02d}"
+        if self._stage("heal", r):
+            self.history.attach(rd / "adapter" / name, name)
+            return json.loads((rd / "heal.json").read_text())
+        tok, hc = self.lm.tokenizer, self.cfg.heal
+        examples = [make_example(tok, recs[i].prompt_text, recs[i].completion, recs[i].token_ids, recs[i].finished,
+                                 hc.max_len, tok.eos_token_id) for i in report["kept"]]
+        result = heal_round(self.history, examples, hc, rounds_baked=len(self.history.names), desc=f"r{r} heal")
+        shutil.rmtree(rd / "adapter", ignore_errors=True)
+        self.history.save(rd / "adapter", names=[result.adapter])
+        heal = result.to_dict()
+        write_json(rd / "heal.json", heal)
+        self.run.log("heal", r, adapter=result.adapter, val=result.val)
+        return heal
 
     def _dose(self, r: int, vec: SteeringVector) -> dict:
         cfg = self.cfg
@@ -213,12 +230,7 @@ class SteerHealLoop:
 
         def probe(coeff, offset, count):
             window = [prompts[(offset + i) % len(prompts)] for i in range(count)]
-            gen = GenerateConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                 seed=_seed(cfg.seed, r, f"probe{offset}"))
-            recs = generate(self.lm, window, steer=[SteerSpec(vec, coeff)], config=gen)
-            return filter_completions(self.lm, recs, cfg.filters, narration=self.pair.narration
-                                      + data.generic_narration(), refusals=data.refusal_phrases(),
-                                      original=self._original())
+            return self._filter(self._sample(window, [SteerSpec(vec, coeff)], _seed(cfg.seed, r, f"probe{offset}")))
 
         walk = walk_c(probe, cal.coeff, len(prompts), target_pass=cfg.dose.target_pass,
                       per_probe=cfg.dose.per_probe, max_probes=cfg.dose.max_probes,

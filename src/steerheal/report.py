@@ -40,7 +40,7 @@ def _plot(summary: dict, path: Path) -> None:
         a.axhspan(v["lo"], v["hi"], color=color, alpha=0.07)
     band(a, "steered", "tab:red", "steered")
     band(a, "healed", "tab:green", "healed")
-    a.set(title=f"(A) {axis} ({unit}) over rounds", xlabel="round", ylabel=f"{axis} {unit}")
+    a.set(title=f"(A) {axis} ({unit}) over rounds", xlabel="round", ylabel=f"{axis} {unit}", xticks=xs)
     a.legend(fontsize=8)
 
     floor = 1e-4
@@ -49,7 +49,7 @@ def _plot(summary: dict, path: Path) -> None:
     b.axhline(max(1 - summary["base"]["pmass"], floor), color="black", ls="--", label="base")
     b.axhline(max(1 - summary["prompt_baseline"]["pmass"], floor), color="tab:purple", ls="--", label="prompt-only")
     b.set_yscale("log")
-    b.set(title="(B) incoherence 1 - pmass (log)", xlabel="round")
+    b.set(title="(B) incoherence 1 - pmass (log)", xlabel="round", xticks=xs)
     b.legend(fontsize=8)
 
     for r in rounds:
