@@ -30,7 +30,8 @@ hist.new_round(LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, layer_band=cfg
 params = hist.trainable_parameters()
 opt = torch.optim.AdamW(params, lr=cfg.lr)
 g = torch.Generator().manual_seed(0)
-ids = torch.randint(300, 5000 if spec != "tiny-random-llama" else 250, (4, length), generator=g).tolist()
+low, high = (300, 5000) if spec != "tiny-random-llama" else (32, 250)  # ordinary (non-special) tokens
+ids = torch.randint(low, high, (4, length), generator=g).tolist()
 batch = collate([Example(r, length // 4) for r in ids], lm.tokenizer.pad_token_id).to(lm.device)
 lm.model.train()
 def step():
