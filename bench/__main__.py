@@ -19,12 +19,47 @@ from steerheal.runs import write_text
 from . import evaluation, extraction, generation, heal
 from .common import machine
 
+INTRO = """# Benchmarks
+
+Regenerate with `python -m bench --write docs/benchmarks.md` (the full suite on the embedded
+model, about 10 minutes on 2 cores); `python -m bench --smoke` runs the same code on the tiny
+model in under a minute (it is part of the test suite). Every figure is a median over
+repeats; every ratio compares two measurements taken in the same run, interleaved in ABBA
+order where both run in one process.
+
+- *Generation*: plain `model.generate` (no hooks) vs the same call inside `steering()` with a
+  vector on blocks 14-16, greedy, 64 new tokens forced. Target: steered / plain >= 0.95.
+  Single runs on this 2-core VM vary by +-15%, hence 5 interleaved repeats.
+- *Extraction*: `extract()` (forward stopped after the deepest read block) vs a full forward
+  with `output_hidden_states=True` on the same prompts and batch size; a context is one user
+  message read under both personas (2 prompts). The cosine is below 1 only because our
+  extraction sorts prompts by length into different bf16 batches (fp32 batch invariance is
+  tested to > 0.99999).
+- *Evaluation*: the full tiny-mfv classic set (132 vignettes) per protocol; forced-choice
+  scores 2 option orders, json-bool 2 conditions x 2 frames. Target: < 60 s per protocol
+  without think tokens. For reference, DESIGN.md reports 62 s (forced-choice, think budget 1)
+  and 46 s (json-bool) for the published tiny-mfv code on the same kind of machine; we did
+  not run that code here.
+- *Heal step*: one optimiser step on 4 x 128 tokens (LoRA r=8 on 20-80% of blocks) as
+  `heal_round` runs it, including the separate gradient passes that log each term's norm.
+  Each configuration runs in its own process; memory is the peak resident set size above
+  the process's size just before the timed steps. Targets: barrier step <= 2.2x the time and
+  <= 1.5x the memory of an nll step.
+
+The per-stage wall time of a `demo` loop run is in `docs/demo/README.md`
+(`python -m bench.stages RUN_DIR` prints it for any run).
+
+## Latest run
+
+"""
+
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny sizes (CI)")
     parser.add_argument("--model", default=None, help="model spec (default: smollm2-135m)")
     parser.add_argument("--write", default=None, help="also write the report to this markdown file")
+    parser.add_argument("--only", default=None, help="run one section: generation, extraction, evaluation, heal")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEERHEAL_NO_PROGRESS", "1")
     if args.smoke:
@@ -39,23 +74,27 @@ def main(argv: list[str] | None = None) -> str:
         heal_kw = dict(steps=3, length=128)
     sections = [f"Machine: {machine()}", f"Model: {lm.spec} ({lm.device}, {lm.dtype})"]
     print(sections[0], f"\n{sections[1]}", file=sys.stderr)
-    gen_text, _ = generation.run(lm, **gen_kw)
-    sections.append("### Steered vs plain generation (greedy, fixed new tokens, median of repeats)\n\n"
-                    + gen_text)
-    ext_text, _ = extraction.run(lm, **ext_kw)
-    sections.append("### Vector extraction (mean_diff, default middle layers)\n\n" + ext_text)
-    eval_text, _ = evaluation.run(lm, **eval_kw)
-    sections.append("### tiny-mfv evaluation (both protocols, wall time including any think phase)\n\n" + eval_text)
-    heal_text, _ = heal.run(lm.spec, **heal_kw)
-    sections.append("### Heal step (4 x 128 tokens, LoRA r=8, one optimiser step incl. the separate gradient-norm "
-                    "passes; peak extra memory over the process before the first timed step)\n\n" + heal_text)
+    runs = {
+        "generation": ("Steered vs plain generation (greedy, fixed new tokens, median of repeats)",
+                       lambda: generation.run(lm, **gen_kw)),
+        "extraction": ("Vector extraction (mean_diff, default middle layers)", lambda: extraction.run(lm, **ext_kw)),
+        "evaluation": ("tiny-mfv evaluation (both protocols, wall time including any think phase)",
+                       lambda: evaluation.run(lm, **eval_kw)),
+        "heal": ("Heal step (4 x 128 tokens, LoRA r=8, one optimiser step as heal_round runs it; peak extra "
+                 "memory over the process before the first timed step)", lambda: heal.run(lm.spec, **heal_kw)),
+    }
+    if args.only and args.only not in runs:
+        parser.error(f"--only must be one of {sorted(runs)}")
+    for name, (title, fn) in runs.items():
+        if args.only in (None, name):
+            sections.append(f"### {title}\n\n" + fn()[0])
     report = "\n\n".join(sections) + "\n"
     print(report)
     if args.write:
-        cmd = "python -m bench" + (" --smoke" if args.smoke else "")
+        cmd = "python -m bench" + (" --smoke" if args.smoke else "") + (f" --only {args.only}" if args.only else "")
         header = (f"<!-- generated by `{cmd} --write {args.write}` on "
                   f"{datetime.date.today().isoformat()} -->\n\n")
-        write_text(args.write, header + report)
+        write_text(args.write, INTRO + header + report)
     return report
 
 

@@ -148,7 +148,10 @@ class HealConfig:
     max_len: int = 256  # prompt + completion tokens; longer completions are cut from the end
     val_frac: float = 0.1
     grad_clip: float = 1.0
-    kl_chunk: int = 256  # positions per fp32 KL chunk
+    kl_chunk: int = 64  # positions per fp32 NLL/KL chunk (peak memory ~ 5 x chunk x vocab x 4 bytes)
+    # Each term's gradient norm needs a second backward pass (measured 2.8x step time, see
+    # docs/benchmarks.md), so it is logged every N steps; the total norm is logged every step.
+    grad_norm_every: int = 10
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_band: tuple[float, float] = (0.2, 0.8)
@@ -165,6 +168,8 @@ class HealConfig:
         _check(0 <= self.val_frac < 1, f"val_frac must be in [0, 1), got {self.val_frac}", "use e.g. 0.1")
         _check(self.max_len >= 16, f"max_len must be >= 16, got {self.max_len}", "use e.g. 256")
         _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}", "use e.g. 8")
+        _check(self.kl_chunk >= 1 and self.grad_norm_every >= 0, "kl_chunk must be >= 1 and grad_norm_every >= 0",
+               "use e.g. kl_chunk 64, grad_norm_every 1")
         _check(0 <= self.lora_band[0] <= self.lora_band[1] <= 1, f"bad lora_band {self.lora_band}",
                "give two fractions of depth, low <= high")
 

@@ -17,6 +17,15 @@ AGGREGATORS = ("mean", "rmse", "p95", "max")
 DIVERGENCES = ("kl_rev", "kl_fwd")
 
 
+def kl_from_logprobs(ls: torch.Tensor, lr: torch.Tensor, kind: str) -> torch.Tensor:
+    """KL per row from student and reference log-probabilities (fp32): rev = KL(s || r), fwd = KL(r || s)."""
+    if kind == "kl_rev":
+        return (ls.exp() * (ls - lr)).sum(-1)
+    if kind == "kl_fwd":
+        return (lr.exp() * (lr - ls)).sum(-1)
+    raise ValueError(f"unknown divergence {kind!r}")
+
+
 def token_kl(student_logits: torch.Tensor, ref_logits: torch.Tensor, kind: str = "kl_rev",
              chunk: int = 256) -> torch.Tensor:
     """Per-row KL over the vocabulary for [N, V] logits, in fp32, `chunk` rows at a time.
@@ -29,10 +38,7 @@ def token_kl(student_logits: torch.Tensor, ref_logits: torch.Tensor, kind: str =
     for s in range(0, student_logits.shape[0], chunk):
         ls = torch.log_softmax(student_logits[s:s + chunk].float(), dim=-1)
         lr = torch.log_softmax(ref_logits[s:s + chunk].float(), dim=-1)
-        if kind == "kl_rev":
-            out.append((ls.exp() * (ls - lr)).sum(-1))
-        else:
-            out.append((lr.exp() * (lr - ls)).sum(-1))
+        out.append(kl_from_logprobs(ls, lr, kind))
     return torch.cat(out) if out else student_logits.new_zeros(0, dtype=torch.float32)
 
 

@@ -23,7 +23,7 @@ from ..models import decoder_stack, unwrap
 from ..progress import progress
 from .adapters import AdapterHistory, LoraSpec
 from .data import Batch, Example, collate
-from .losses import aggregate, barrier, lora_sigma_max, round_lambda, token_kl
+from .losses import aggregate, barrier, kl_from_logprobs, lora_sigma_max, round_lambda
 
 
 @dataclass
@@ -56,11 +56,11 @@ def completion_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def _chunk_terms(student: torch.Tensor, ref: torch.Tensor | None, targets: torch.Tensor, kind: str):
-    logp = torch.log_softmax(student.float(), dim=-1)
-    nll = -logp.gather(1, targets.view(-1, 1)).squeeze(1)
+    ls = torch.log_softmax(student.float(), dim=-1)  # shared by the NLL and the KL
+    nll = -ls.gather(1, targets.view(-1, 1)).squeeze(1)
     if ref is None:
         return nll, torch.zeros_like(nll)
-    return nll, token_kl(student, ref, kind, chunk=student.shape[0])
+    return nll, kl_from_logprobs(ls, torch.log_softmax(ref.float(), dim=-1), kind)
 
 
 def per_token_terms(student: torch.Tensor, ref: torch.Tensor | None, targets: torch.Tensor, kind: str,
@@ -105,24 +105,31 @@ def _grad_norm(grads) -> float:
 
 
 def train_step(history: AdapterHistory, batch: Batch, cfg: HealConfig, rounds_baked: int,
-               params: list[torch.nn.Parameter], opt: torch.optim.Optimizer) -> dict:
-    """One optimiser step; the two terms' gradients are taken separately to log their norms."""
+               params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, split_grads: bool = True) -> dict:
+    """One optimiser step. With `split_grads` (and an active barrier) the two terms' gradients
+    are taken in separate backward passes so each norm can be logged; otherwise one backward."""
     terms = heal_loss(history, batch, cfg, rounds_baked)
     nll, d = float(terms["nll"].detach()), float(terms["D"].detach())
     if not torch.isfinite(terms["loss"]):
         raise SteerhealError(f"non-finite heal loss (nll {nll:.3g}, D {d:.3g})",
                              "lower lr or lam, or check the kept completions; earlier rounds are kept")
-    g_nll = torch.autograd.grad(terms["nll"] + terms["spectral"], params, retain_graph=terms["active"],
-                                allow_unused=True)
-    g_bar = torch.autograd.grad(terms["barrier"], params, allow_unused=True) if terms["active"] \
-        else [None] * len(params)
+    g_bar = [None] * len(params)
+    if split_grads or not terms["active"]:
+        g_nll = torch.autograd.grad(terms["nll"] + terms["spectral"], params, retain_graph=terms["active"],
+                                    allow_unused=True)
+        if terms["active"]:
+            g_bar = torch.autograd.grad(terms["barrier"], params, allow_unused=True)
+    else:
+        g_nll = torch.autograd.grad(terms["loss"], params, allow_unused=True)  # norms below are of the sum
     for p, a, c in zip(params, g_nll, g_bar, strict=True):
         p.grad = (a if a is not None else torch.zeros_like(p)) + (c if c is not None else 0)
     total = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else None
     opt.step()
     opt.zero_grad(set_to_none=True)
+    split = split_grads or not terms["active"]
     return {"nll": nll, "D": d, "barrier": float(terms["barrier"].detach()), "active": terms["active"],
-            "grad_norm_nll": _grad_norm(g_nll), "grad_norm_barrier": _grad_norm(g_bar),
+            "grad_norm_nll": _grad_norm(g_nll) if split else None,
+            "grad_norm_barrier": _grad_norm(g_bar) if split else None,
             "grad_norm_total": float(total) if total is not None else None,
             "lr": opt.param_groups[0]["lr"], "lam_r": terms["lam_r"]}
 
@@ -160,7 +167,8 @@ def heal_round(history: AdapterHistory, examples: list[Example], cfg: HealConfig
             rng.shuffle(order)
             for b in progress(range(n_batches), desc=desc and f"{desc} epoch {epoch + 1}", total=n_batches):
                 batch = collate([train[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad).to(device)
-                rec = train_step(history, batch, cfg, rounds_baked, params, opt)
+                log_norms = cfg.grad_norm_every > 0 and step % cfg.grad_norm_every == 0
+                rec = train_step(history, batch, cfg, rounds_baked, params, opt, split_grads=log_norms)
                 rec.update(step=step, epoch=epoch)
                 result.steps.append(rec)
                 if log:
