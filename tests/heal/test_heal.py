@@ -164,3 +164,24 @@ def test_every_barrier_variant_trains_and_logs(overrides):
         assert s["D"] >= 0 and all(k in s for k in ("nll", "barrier", "grad_norm_nll", "grad_norm_barrier", "lr"))
     expected_lam = 1.0 * 2 ** overrides.get("lam_round_pow", 0.0)
     assert res.steps[0]["lam_r"] == expected_lam
+
+
+def test_gates_dial_the_latest_round_between_previous_and_current_student():
+    lm = fresh()
+    hist = AdapterHistory(lm)
+    for seed in (1, 2):
+        hist.new_round(LoraSpec(rank=4))
+        perturb(hist, seed=seed)
+    student = logits(lm)
+    with hist.reference("prev"):
+        prev = logits(lm)
+    with hist.gated({"r01": 0.0}):
+        torch.testing.assert_close(logits(lm), prev)
+    with hist.reference("base"):
+        base = logits(lm)
+    with hist.gated({"r00": 0.0, "r01": 0.0}):
+        torch.testing.assert_close(logits(lm), base)
+    with hist.gated({"r01": 0.5}):
+        half = logits(lm)
+        assert not torch.allclose(half, prev) and not torch.allclose(half, student)
+    assert torch.equal(logits(lm), student) and hist.gates == {"r00": 1.0, "r01": 1.0}
