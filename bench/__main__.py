@@ -44,7 +44,13 @@ order where both run in one process.
   `heal_round` runs it, including the separate gradient passes that log each term's norm.
   Each configuration runs in its own process; memory is the peak resident set size above
   the process's size just before the timed steps. Targets: barrier step <= 2.2x the time and
-  <= 1.5x the memory of an nll step.
+  <= 1.5x the memory of an nll step. Peak RSS on the CPU is noisy (glibc keeps freed
+  memory: the nll row measured 180 MB in one run and 387 MB in the next), so read the memory
+  column as a check of the order of magnitude. A "split" step is one that also logs each
+  term's gradient norm (a second backward); `heal_round` does that every `grad_norm_every`
+  steps (default 10), all other steps are "combined".
+- Think-phase evaluation rows are generation-bound (16 greedy tokens for every prompt; the
+  shared-prefix cache is not used while generating) and have no target.
 
 The per-stage wall time of a `demo` loop run is in `docs/demo/README.md`
 (`python -m bench.stages RUN_DIR` prints it for any run).
