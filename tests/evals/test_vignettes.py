@@ -1,5 +1,4 @@
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -74,4 +73,3 @@ def test_tinymfv_dataset_needs_a_directory(monkeypatch):
     with pytest.raises(SteerhealError, match="unknown dataset"):
         load_dataset("classic")
     assert len(load_dataset("own", limit=5)) == 5
-    assert os.environ.get("STEERHEAL_TINYMFV_DIR") is None

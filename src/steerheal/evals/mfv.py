@@ -26,6 +26,7 @@ import torch
 
 from ..chat import render_prompt
 from ..config import EvalConfig
+from ..errors import SteerhealError
 from ..models import LoadedModel
 from ..steering.hooks import SteerSpec
 from .scoring import score_candidates
@@ -153,8 +154,6 @@ def evaluate(lm: LoadedModel, items: Sequence[Vignette], cfg: EvalConfig | None 
     """Run one protocol over `items`; every number is a log-probability readout (no sampling)."""
     cfg = cfg or EvalConfig()
     if not items:
-        from ..errors import SteerhealError
-
         raise SteerhealError("no vignettes to evaluate", "check the dataset name, --data-dir and --limit")
     tpl = load_template(cfg.protocol, cfg.template)
     t0 = time.perf_counter()

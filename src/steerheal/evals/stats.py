@@ -78,17 +78,12 @@ def compare(a: dict, b: dict, *, axis: str | None = None, n_resamples: int = 200
     ra, rb = _matched(a, b)
     deltas = []
     for k, f in enumerate(FOUNDATIONS):
-        if a["protocol"] == "forced-choice":
-            xa, xb = [r["p"][f] for r in ra], [r["p"][f] for r in rb]
-            stat = log_mean_stat
-        else:
-            sel = [i for i, r in enumerate(ra) if r["foundation"] == f and r["condition"] == "other_violate"]
-            if not sel:
-                continue
-            xa, xb = [ra[i]["logit_w"] for i in sel], [rb[i]["logit_w"] for i in sel]
-            stat = mean_stat
-        deltas.append(paired_bootstrap(np.array(xa), np.array(xb), stat, n_resamples=n_resamples,
-                                       seed=seed + k, name=f))
+        # Rows are matched pairwise, so both samples select the same vignettes in the same order.
+        xa, stat = foundation_sample({"protocol": a["protocol"], "rows": ra}, f)
+        xb, _ = foundation_sample({"protocol": b["protocol"], "rows": rb}, f)
+        if len(xa) == 0:
+            continue
+        deltas.append(paired_bootstrap(xa, xb, stat, n_resamples=n_resamples, seed=seed + k, name=f))
     pm = paired_bootstrap(np.array([r["pmass"] for r in ra]), np.array([r["pmass"] for r in rb]),
                           n_resamples=n_resamples, seed=seed + 99, name="pmass")
     off = [d for d in deltas if d.name != axis]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..chat import encode, render_prompt
+from ..chat import pad_left, render_prompt, tokenize_rows
 from ..config import ExtractConfig
 from ..errors import SteerhealError
 from ..models import LoadedModel, decoder_stack
@@ -45,8 +45,8 @@ def read_activations(lm: LoadedModel, texts: Sequence[str], layers: Sequence[int
         raise SteerhealError("no prompts to read activations from", "pass at least one context")
     layers = sorted(set(layers))
     max_length = min(max_length, lm.max_positions)
-    lengths = [len(r) for r in lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])  # similar lengths pad less
+    rows = tokenize_rows(lm.tokenizer, list(texts), max_length)  # tokenised once; over-long is an error
+    order = sorted(range(len(texts)), key=lambda i: len(rows[i]))  # similar lengths pad less
     captured: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
     blocks = lm.blocks
 
@@ -63,7 +63,7 @@ def read_activations(lm: LoadedModel, texts: Sequence[str], layers: Sequence[int
         for start in progress(range(0, len(order), batch_size), desc=desc,
                               total=(len(order) + batch_size - 1) // batch_size):
             idx = order[start:start + batch_size]
-            batch = encode(lm.tokenizer, [texts[i] for i in idx], max_length, lm.device)
+            batch = pad_left([rows[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
             try:
                 stack(**batch.model_inputs(), use_cache=False)
             except _StopForward:
