@@ -209,6 +209,43 @@ class DoseConfig:
 
 
 @dataclass(frozen=True)
+class WeightSteerConfig:
+    """Weight steering (DESIGN.md section 9): two adapters trained on persona-conditioned samples."""
+
+    kinds: tuple[str, ...] = ("lora", "dora", "pissa", "ia3", "oft", "delora")
+    n_prompts: int = 64  # shipped contexts sampled under each persona
+    n_per_prompt: int = 1
+    max_new_tokens: int = 64
+    temperature: float | None = None  # None: the model's own default
+    filter: bool = True  # drop incoherent/narrating samples with the loop's scorers
+    rank: int = 8
+    lora_alpha: float = 16.0
+    layer_band: tuple[float, float] = (0.25, 0.75)
+    oft_block_size: int = 32
+    lr: float = 5e-4
+    lr_scale: tuple[tuple[str, float], ...] = (("ia3", 10.0),)  # IA3 scales need a larger step
+    epochs: int = 2
+    batch_size: int = 8
+    max_len: int = 256
+    store_dtype: Literal["float32", "bfloat16"] = "float32"  # dense parts of dW on disk
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_prompts >= 1 and self.n_per_prompt >= 1, "n_prompts and n_per_prompt must be >= 1",
+               "use positive counts")
+        _check(self.rank >= 1 and self.epochs >= 1 and self.batch_size >= 1,
+               "rank, epochs and batch_size must be >= 1", "use positive values")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}", "use e.g. 5e-4")
+        _check(0 <= self.layer_band[0] <= self.layer_band[1] <= 1,
+               f"layer_band must satisfy 0 <= lo <= hi <= 1, got {self.layer_band}", "use e.g. [0.25, 0.75]")
+        _check(self.store_dtype in ("float32", "bfloat16"), f"unknown store_dtype {self.store_dtype!r}",
+               "use 'float32' or 'bfloat16'")
+
+    def lr_for(self, kind: str) -> float:
+        return self.lr * dict(self.lr_scale).get(kind, 1.0)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The steer-heal loop (DESIGN.md section 7). Presets live in steerheal/data/presets/."""
 

@@ -54,6 +54,30 @@ class CalibrationResult:
         return asdict(self)
 
 
+class VectorIntervention:
+    """A steering vector seen through the interface calibration needs: apply at a coefficient."""
+
+    def __init__(self, vector: SteeringVector, scope: str = "all", allow_other_model: bool = False):
+        self.vector, self.scope, self.allow_other_model = vector, scope, allow_other_model
+
+    def applied(self, lm: LoadedModel, coeff: float, prompt_len: int | None = None):
+        return steering(lm, [SteerSpec(self.vector, coeff, scope=self.scope)], prompt_len=prompt_len,
+                        allow_other_model=self.allow_other_model)
+
+    def start_coeff(self) -> float:
+        return initial_coeff(self.vector)
+
+
+def as_intervention(target, cfg: CalibrateConfig, allow_other_model: bool = False):
+    """SteeringVector -> VectorIntervention; anything with `applied` and `start_coeff` (a
+    weight-steering dW, for one) is used as is."""
+    if isinstance(target, SteeringVector):
+        return VectorIntervention(target, cfg.scope, allow_other_model)
+    if not (hasattr(target, "applied") and hasattr(target, "start_coeff")):
+        raise SteerhealError(f"cannot calibrate a {type(target).__name__}", "pass a SteeringVector or a WeightDelta")
+    return target
+
+
 def _token_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) per position over the vocabulary, in fp32."""
     logp = torch.log_softmax(logits_p.float(), dim=-1)
@@ -62,17 +86,19 @@ def _token_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def steered_token_kls(lm: LoadedModel, vector: SteeringVector, coeff: float, texts: Sequence[str],
+def steered_token_kls(lm: LoadedModel, vector, coeff: float, texts: Sequence[str],
                       cfg: CalibrateConfig, *, allow_other_model: bool = False) -> torch.Tensor:
-    """Pooled per-token KL(steered || base) over greedy steered rollouts of `texts` (rendered)."""
+    """Pooled per-token KL(steered || base) over greedy steered rollouts of `texts` (rendered).
+
+    `vector` is a SteeringVector or any intervention with `applied(lm, coeff, prompt_len)`."""
     stops = stop_token_ids(lm)
-    spec = [SteerSpec(vector, coeff, scope=cfg.scope)]
+    intervention = as_intervention(vector, cfg, allow_other_model)
     pooled = []
     for start in range(0, len(texts), cfg.batch_size):
         batch = encode(lm.tokenizer, list(texts[start:start + cfg.batch_size]),
                        lm.max_positions - cfg.n_tokens, lm.device)
         P = batch.prompt_len
-        with steering(lm, spec, prompt_len=P, allow_other_model=allow_other_model):
+        with intervention.applied(lm, coeff, P):
             seqs = lm.model.generate(**{k: v for k, v in batch.model_inputs().items() if k != "position_ids"},
                                      max_new_tokens=cfg.n_tokens, do_sample=False, temperature=None,
                                      top_p=None, top_k=None, eos_token_id=stops,
@@ -86,14 +112,14 @@ def steered_token_kls(lm: LoadedModel, vector: SteeringVector, coeff: float, tex
         inputs = {"input_ids": seqs, "attention_mask": mask,
                   "position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "logits_to_keep": T + 1,
                   "use_cache": False}
-        with steering(lm, spec, prompt_len=P, allow_other_model=allow_other_model):
+        with intervention.applied(lm, coeff, P):
             steered = lm.model(**inputs).logits[:, :-1]
         base = lm.model(**inputs).logits[:, :-1]
         pooled.append(_token_kl(steered, base)[valid.to(lm.device)].cpu())
     return torch.cat(pooled)
 
 
-def kl_stats(lm: LoadedModel, vector: SteeringVector, coeff: float, texts: Sequence[str],
+def kl_stats(lm: LoadedModel, vector, coeff: float, texts: Sequence[str],
              cfg: CalibrateConfig, **kwargs) -> KLStats:
     t0 = time.perf_counter()
     kls = steered_token_kls(lm, vector, coeff, texts, cfg, **kwargs).double()
@@ -114,10 +140,13 @@ def initial_coeff(vector: SteeringVector) -> float:
     return 1.0
 
 
-def calibrate(lm: LoadedModel, vector: SteeringVector, prompts: Sequence[str],
+def calibrate(lm: LoadedModel, vector, prompts: Sequence[str],
               cfg: CalibrateConfig | None = None, *, system: str | None = None,
               desc: str | None = None, **kwargs) -> CalibrationResult:
-    """Find the coefficient whose steered rollouts have p95 token KL == cfg.target_kl."""
+    """Find the coefficient whose steered rollouts have p95 token KL == cfg.target_kl.
+
+    `vector` is a SteeringVector or a weight-steering WeightDelta (any intervention with
+    `applied(lm, coeff, prompt_len)` and `start_coeff()`); negate it for the other sign."""
     cfg = cfg or CalibrateConfig()
     prompts = [p for p in prompts if p and p.strip()][: cfg.n_prompts]
     if not prompts:
@@ -144,7 +173,7 @@ def calibrate(lm: LoadedModel, vector: SteeringVector, prompts: Sequence[str],
         return CalibrationResult(coeff=best.coeff, target_kl=target, stats=best, converged=converged,
                                  n_evals=len(trace), trace=trace)
 
-    x0 = math.log(cfg.init_coeff or initial_coeff(vector))
+    x0 = math.log(cfg.init_coeff or as_intervention(vector, cfg).start_coeff())
     a, fa = x0, f(x0)
     if done():
         return result(True)

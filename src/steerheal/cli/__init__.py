@@ -43,4 +43,4 @@ def main() -> None:
         sys.exit(2)
 
 
-from . import basic, eval, loop, vector  # noqa: E402,F401  (register the commands)
+from . import basic, eval, loop, vector, weights  # noqa: E402,F401  (register the commands)
