@@ -16,7 +16,7 @@ import torch
 from steerheal.models import load_model
 from steerheal.runs import write_text
 
-from . import evaluation, extraction, generation, heal
+from . import evaluation, extraction, generation, heal, weightsteer
 from .common import machine
 
 INTRO = """# Benchmarks
@@ -49,6 +49,11 @@ order where both run in one process.
   column as a check of the order of magnitude. A "split" step is one that also logs each
   term's gradient norm (a second backward); `heal_round` does that every `grad_norm_every`
   steps (default 10), all other steps are "combined".
+- *Weight steering*: per adapter type, theta+ and theta- trained on two sets of 16 random-token
+  completions (96 tokens, batch 8, 1 epoch) from fresh bases as `weight-steer train` does;
+  seconds per optimiser step, dW on disk (parts of rank <= 2r stored as exact factors)
+  against its dense fp32 size, and entering + leaving `WeightDelta.applied` with the size of
+  its backup (only the touched tensors; never a model copy).
 - Think-phase evaluation rows are generation-bound (16 greedy tokens for every prompt; the
   shared-prefix cache is not used while generating) and have no target.
 
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny sizes (CI)")
     parser.add_argument("--model", default=None, help="model spec (default: smollm2-135m)")
     parser.add_argument("--write", default=None, help="also write the report to this markdown file")
-    parser.add_argument("--only", default=None, help="run one section: generation, extraction, evaluation, heal")
+    parser.add_argument("--only", default=None, help="run one section: generation, extraction, evaluation, heal, "
+                        "weightsteer")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEERHEAL_NO_PROGRESS", "1")
     if args.smoke:
@@ -73,11 +79,13 @@ def main(argv: list[str] | None = None) -> str:
         gen_kw, ext_kw = dict(batch_sizes=(2,), new_tokens=4, repeats=1), dict(n_contexts=8, batch_size=4)
         eval_kw = dict(limit=4)
         heal_kw = dict(steps=1, length=32)
+        ws_kw = dict(kinds=("lora", "ia3"), n=4, length=16, repeats=1)
     else:
         lm = load_model(args.model or "smollm2-135m")
         gen_kw, ext_kw = dict(batch_sizes=(1, 8, 32), new_tokens=64, repeats=5), dict(n_contexts=256)
         eval_kw = dict(think=(0, 16))
         heal_kw = dict(steps=3, length=128)
+        ws_kw = dict()
     sections = [f"Machine: {machine()}", f"Model: {lm.spec} ({lm.device}, {lm.dtype})"]
     print(sections[0], f"\n{sections[1]}", file=sys.stderr)
     runs = {
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> str:
                        lambda: evaluation.run(lm, **eval_kw)),
         "heal": ("Heal step (4 x 128 tokens, LoRA r=8, one optimiser step as heal_round runs it; peak extra "
                  "memory over the process before the first timed step)", lambda: heal.run(lm.spec, **heal_kw)),
+        "weightsteer": ("Weight steering per adapter type (training step, dW storage, applying dW)",
+                        lambda: weightsteer.run(lm.spec, **ws_kw)),
     }
     if args.only and args.only not in runs:
         parser.error(f"--only must be one of {sorted(runs)}")

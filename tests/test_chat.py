@@ -37,7 +37,7 @@ def test_left_padding_gets_position_ids_from_the_mask(tiny_llama):
 
 
 def test_prompt_over_the_length_limit_is_an_error_not_a_truncation(tiny_llama):
-    with pytest.raises(SteerhealError, match="read position"):
+    with pytest.raises(SteerhealError, match="never truncated"):
         encode(tiny_llama.tokenizer, ["x" * 100], 50)
 
 

@@ -79,7 +79,7 @@ def test_prompt_too_long_at_the_read_position_is_rejected(tmp_path, monkeypatch,
     out = tmp_path / "v.safetensors"
     code, _, err = run_main(["vector", "extract", *TINY, "--pair", "love-humanity", "--contexts", str(ctx),
                              "--out", str(out)], monkeypatch, capsys)
-    assert code == 2 and "read position" in err and not out.exists()
+    assert code == 2 and "never truncated" in err and not out.exists()
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -96,9 +96,9 @@ def tokenize_rows(tokenizer, texts: list[str], max_length: int) -> list[list[int
     for i, ids in enumerate(rows):
         if len(ids) > max_length:
             raise SteerhealError(
-                f"prompt {i} is {len(ids)} tokens, over the limit of {max_length}; truncating it "
-                "would move the read position",
-                "shorten the prompt/persona or raise max_length (at most the model's context)",
+                f"prompt {i} is {len(ids)} tokens, over the limit of {max_length} (the context left for it); "
+                "it is never truncated, as that would silently change what is read or continued",
+                "shorten the prompt/persona, generate fewer tokens, or raise max_length up to the model's context",
             )
     return rows
 

@@ -7,6 +7,8 @@ config file is an error, not a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -23,8 +25,59 @@ def _check(ok: bool, what: str, fix: str) -> None:
         raise SteerhealError(what, fix)
 
 
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """`value` checked against the field's type (JSON/TOML give lists for tuples, ints for floats)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = SteerhealError(f"{name} must be {_describe(hint)}, got {value!r}", f"give {name} a value of that type")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, name)
+            except SteerhealError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value not in args:
+            raise SteerhealError(f"{name} must be one of {list(args)}, got {value!r}", f"choose one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], name) for v in value)
+        if len(value) != len(args):
+            raise bad
+        return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint in (bool, str) and not isinstance(value, hint):
+        raise bad
+    return value
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    return {type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config") -> T:
-    """Build a config dataclass from a dict, rejecting keys the dataclass does not have."""
+    """Build a config dataclass from a dict, rejecting unknown keys and values of the wrong type."""
     data = dict(data or {})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
@@ -33,6 +86,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config
             f"unknown key(s) {unknown} in {where}",
             f"use only {sorted(names)}",
         )
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not dataclasses.is_dataclass(hints[key]):  # nested sections are built by their parent
+            data[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**data)
 
 
@@ -286,8 +343,8 @@ class RunConfig:
         nested = {"calibrate": CalibrateConfig, "dose": DoseConfig, "filters": FilterConfig, "heal": HealConfig}
         for key, sub in nested.items():
             if key in data and not isinstance(data[key], sub):
-                values = dict(data[key] or {})
-                if key == "heal" and "lora_band" in values:
-                    values["lora_band"] = tuple(values["lora_band"])
-                data[key] = from_dict(sub, values, where=f"{where}.{key}")
+                if not isinstance(data[key], dict):
+                    raise SteerhealError(f"{where}.{key} must be a table of settings, got {data[key]!r}",
+                                         f"write {key} as an object of {sub.__name__} fields")
+                data[key] = from_dict(sub, data[key], where=f"{where}.{key}")
         return from_dict(cls, data, where=where)

@@ -9,8 +9,9 @@ class SteerhealError(Exception):
     """A user-facing error: what went wrong and what to do about it."""
 
     def __init__(self, problem: str, fix: str):
-        self.problem = problem.rstrip(".")
-        self.fix = fix.rstrip(".")
+        # One line, always: messages quoted from other libraries may carry newlines.
+        self.problem = " ".join(problem.split()).rstrip(".")
+        self.fix = " ".join(fix.split()).rstrip(".")
         super().__init__(f"{self.problem}. Fix: {self.fix}.")
 
 

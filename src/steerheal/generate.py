@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from . import faults
 from .chat import encode, render_prompt
 from .config import GenerateConfig
 from .errors import SteerhealError
@@ -124,6 +125,7 @@ def generate_from_texts(lm: LoadedModel, texts: Sequence[str], *, steer: Sequenc
             ids = row[:end]
             out.append(Completion(prompt=text, prompt_text=text, token_ids=ids, coeff=coeff, seed=seed,
                                   finished=finished, completion=lm.tokenizer.decode(ids, skip_special_tokens=True)))
+        faults.reached("generate")
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,13 +24,15 @@ from .dose import calibrate, walk_c
 from .errors import SteerhealError
 from .evals import compare, evaluate, load_dataset
 from .evals.stats import estimate
+from .evals.vignettes import FOUNDATIONS
 from .filters import filter_completions
 from .generate import Completion, generate
 from .heal.adapters import AdapterHistory
 from .heal.data import make_example
 from .heal.train import heal_round
 from .models import load_model
-from .runs import RunDir, write_json, write_text
+from .resources import lora_bytes, memory_warning, require_disk, run_disk_bytes
+from .runs import RunDir, atomic_dir, write_json, write_text
 from .steering import SteeringVector, SteerSpec, extract, read_activations
 from .steering.layers import parse_layers
 
@@ -68,19 +69,22 @@ def load_preset(name: str) -> dict:
 class SteerHealLoop:
     def __init__(self, cfg: RunConfig, out: str | Path, *, resume: bool = False, log=print):
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise SteerhealError(f"output path {out} is a file", "choose a directory for --out")
         if out.exists() and any(out.iterdir()) and not resume:
             raise SteerhealError(f"output directory {out} is not empty",
                                  "pass --resume to continue that run, or choose a new --out")
-        self.run = RunDir(out)
-        saved = self.run.path / "config.json"
+        saved = out / "config.json"
         if resume and saved.exists():
             stored = RunConfig.from_dict(json.loads(saved.read_text()), where=str(saved))
             cfg = RunConfig.from_dict({**asdict(stored), "rounds": cfg.rounds})
         self.cfg = cfg
         self.log = log
-        write_json(saved, asdict(cfg))
+        # Everything that can reject the config runs before the first byte is written.
         self.pair = data.persona_pair(cfg.pair)
         self.axis = cfg.axis or self.pair.target_foundation or "Care"
+        if self.axis not in FOUNDATIONS:
+            raise SteerhealError(f"unknown axis {self.axis!r}", f"use one of {list(FOUNDATIONS)}")
         contexts = data.contexts()
         self.extract_contexts = contexts[: cfg.n_contexts]
         self.pool = contexts[cfg.n_contexts:] or contexts
@@ -89,6 +93,11 @@ class SteerHealLoop:
         self.calib_prompts = [p for p in held if p != self.diary_prompt]
         self.items = load_dataset(cfg.eval_dataset, cfg.eval_data_dir, cfg.eval_limit)
         self.eval_cfg = EvalConfig(protocol=cfg.eval_protocol)
+        # A generous bound until the model is loaded (a 4k-wide, 48-block model's adapters).
+        require_disk(out, run_disk_bytes(cfg.rounds, lora_bytes(4096, 48, cfg.heal.lora_rank, cfg.heal.lora_band)),
+                     f"a {cfg.rounds}-round run")
+        self.run = RunDir(out)
+        write_json(saved, asdict(cfg))
         self.lm = None
         self.history: AdapterHistory | None = None
         self.v0: SteeringVector | None = None
@@ -123,6 +132,7 @@ class SteerHealLoop:
     def setup(self) -> None:
         self.lm = load_model(self.cfg.model, self.cfg.device, self.cfg.dtype, seed=self.cfg.seed)
         self.history = AdapterHistory(self.lm)
+        self._check_resources()
         root = self.run.path
         if not self._stage("baseline", None):
             self.log("baseline: evaluating the base model and the prompt-only baseline")
@@ -130,6 +140,20 @@ class SteerHealLoop:
             self._eval(root / "prompt_eval.json", system=self.pair.pos)
             write_json(root / "base_diary.json", {"prompt": self.diary_prompt, "text": self._diary()})
             self.run.log("baseline")
+
+    def _check_resources(self) -> None:
+        cfg, lm = self.cfg, self.lm
+        adapter = lora_bytes(lm.d_model, lm.n_layers, cfg.heal.lora_rank, cfg.heal.lora_band)
+        require_disk(self.run.path, run_disk_bytes(cfg.rounds, adapter), f"a {cfg.rounds}-round run")
+        from .generate import default_batch_size
+
+        checks = [(default_batch_size(lm), 256 + cfg.max_new_tokens, False, "generation"),
+                  (cfg.heal.batch_size, cfg.heal.max_len, True, "heal"),
+                  (self.eval_cfg.batch_size, 512, False, "evaluation")]
+        for batch, seq, training, what in checks:
+            warning = memory_warning(lm, batch, seq, training=training, what=what)
+            if warning:
+                self.log(warning)
 
     def round(self, r: int) -> dict:
         rd = self.run.round_dir(r)
@@ -216,8 +240,8 @@ class SteerHealLoop:
         examples = [make_example(tok, recs[i].prompt_text, recs[i].completion, recs[i].token_ids, recs[i].finished,
                                  hc.max_len, tok.eos_token_id) for i in report["kept"]]
         result = heal_round(self.history, examples, hc, rounds_baked=len(self.history.names), desc=f"r{r} heal")
-        shutil.rmtree(rd / "adapter", ignore_errors=True)
-        self.history.save(rd / "adapter", names=[result.adapter])
+        with atomic_dir(rd / "adapter") as tmp:
+            self.history.save(tmp, names=[result.adapter])
         heal = result.to_dict()
         write_json(rd / "heal.json", heal)
         self.run.log("heal", r, adapter=result.adapter, val=result.val)

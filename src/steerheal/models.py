@@ -198,6 +198,34 @@ def attach_adapter(lm: LoadedModel, path: str | Path) -> LoadedModel:
     if not (path / "adapter_config.json").is_file():
         raise SteerhealError(f"{path} is not a PEFT adapter directory (no adapter_config.json)",
                              "pass a directory written by save_pretrained of a PEFT model")
-    lm.model = PeftModel.from_pretrained(lm.model, str(path)).eval()
+    check_adapter_base(lm, path)
+    try:
+        lm.model = PeftModel.from_pretrained(lm.model, str(path)).eval()
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise adapter_mismatch(lm, path, err) from err
     lm.extra["adapter"] = str(path)
     return lm
+
+
+def check_adapter_base(lm: LoadedModel, path: str | Path) -> None:
+    """Refuse an adapter whose steerheal record (history.json beside it) names another base model."""
+    import json
+
+    path = Path(path)
+    for record in (path / "history.json", path.parent / "history.json"):
+        if record.is_file():
+            meta = json.loads(record.read_text())
+            model, revision = meta.get("model"), meta.get("revision")
+            if model and model != lm.spec:
+                raise SteerhealError(f"adapter {path} was trained on {model!r}, not {lm.spec!r}",
+                                     f"load --model {model}, or use an adapter trained on {lm.spec}")
+            if revision and lm.revision and revision != lm.revision:
+                raise SteerhealError(f"adapter {path} was trained on revision {revision} of {model}, this is "
+                                     f"{lm.revision}", "use an adapter trained on this revision")
+            return
+
+
+def adapter_mismatch(lm: LoadedModel, path: str | Path, err: Exception) -> SteerhealError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return SteerhealError(f"adapter {path} does not fit {lm.spec} ({first[:200]})",
+                          "use an adapter trained on this model")

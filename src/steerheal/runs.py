@@ -1,7 +1,10 @@
 """Atomic file writes: a reader never sees a half-written artefact.
 
-Each writer goes to a temporary file in the destination directory and is moved into place
-with `os.replace`, which is atomic on POSIX and Windows filesystems.
+Each writer goes to a temporary file in the destination directory, is flushed to disk
+(fsync) and moved into place with `os.replace`, which is atomic on POSIX and Windows
+filesystems; the directory entry is synced too. A killed writer leaves at most a hidden
+`.name.*.tmp` file, which `RunDir` removes when it reopens the run. Directories (PEFT
+adapter folders) are written the same way with `atomic_dir`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import faults
 from .errors import SteerhealError
 
 _UMASK = os.umask(0)
@@ -45,10 +49,63 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; use the usual mode
+        _fsync(tmp_path)
+        faults.reached("write")
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+    import shutil
+
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync(f)
+        old = path.parent / f".{path.name}.old.tmp"
+        if path.exists():
+            os.replace(path, old)  # two renames: a directory cannot be replaced while non-empty
+        faults.reached("write")
+        os.replace(tmp, path)
+        _fsync(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete temp files/dirs left by killed writers under `root`; restore an interrupted dir swap."""
+    import shutil
+
+    removed = []
+    for p in sorted(root.rglob(".*.tmp"), key=lambda q: len(q.parts), reverse=True):
+        if p.name.endswith(".old.tmp"):
+            target = p.parent / p.name[1:-len(".old.tmp")]
+            if not target.exists():  # killed between the two renames: the old copy is the valid one
+                os.replace(p, target)
+                continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -71,6 +128,19 @@ class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = ensure_writable_dir(Path(path))
         self.events_path = self.path / "events.jsonl"
+        remove_stale_temps(self.path)
+        self._repair_events()
+
+    def _repair_events(self) -> None:
+        """Cut a torn last line (a kill mid-append) so the next event starts on its own line."""
+        if not self.events_path.exists():
+            return
+        raw = self.events_path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            with open(self.events_path, "r+b") as fh:
+                fh.truncate(raw.rfind(b"\n") + 1)
+                fh.flush()
+                os.fsync(fh.fileno())
 
     def round_dir(self, r: int) -> Path:
         d = self.path / "rounds" / f"r{r:02d}"
@@ -100,6 +170,11 @@ class RunDir:
         event = {"stage": stage, "round": round_, "time": time.time(), **fields}
         line = json.dumps(event, default=str, ensure_ascii=False)
         with open(self.events_path, "a", encoding="utf-8") as fh:
+            if faults.fires("event"):  # crash test: die with half the line on disk
+                fh.write(line[: len(line) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+                faults.kill()
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())

@@ -68,7 +68,7 @@ def test_bad_extraction_inputs_are_clear_errors(tiny_llama):
         extract(tiny_llama, "P", "N", ["", "  "])
     with pytest.raises(SteerhealError, match="out of range"):
         extract(tiny_llama, "P", "N", CONTEXTS, ExtractConfig(layers="7"))
-    with pytest.raises(SteerhealError, match="read position"):
+    with pytest.raises(SteerhealError, match="never truncated"):
         extract(tiny_llama, "P", "N", ["x" * 2000])
 
 

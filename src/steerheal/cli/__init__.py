@@ -36,11 +36,30 @@ def echo_table(headers: list[str], rows: list[list]) -> None:
 
 
 def main() -> None:
+    """The console entry point: every user error is one line `steerheal: error: ... Fix: ...`, exit 2."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+    from typer.exceptions import Abort
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except SteerhealError as exc:
         typer.echo(f"steerheal: error: {exc}", err=True)
         sys.exit(2)
+    except NoArgsIsHelpError as exc:  # a bare group: show its help, as click would
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UsageError as exc:  # unknown option, bad value type, missing argument
+        where = exc.ctx.command_path if exc.ctx else "steerheal"
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        typer.echo(f"steerheal: error: {message}. Fix: see `{where} --help`.", err=True)
+        sys.exit(2)
+    except ClickException as exc:
+        typer.echo(f"steerheal: error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except Abort:
+        typer.echo("steerheal: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 from . import basic, eval, loop, vector, weights  # noqa: E402,F401  (register the commands)

@@ -13,22 +13,37 @@ from ..errors import SteerhealError
 from . import DeviceOpt, DtypeOpt, ModelOpt, app, echo_table
 
 
+def read_config_file(path: Path) -> dict:
+    """A JSON or TOML file of RunConfig fields (by extension; TOML tables are nested sections)."""
+    import tomllib
+
+    toml = Path(path).suffix.lower() == ".toml"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        extra = tomllib.loads(text) if toml else json.loads(text)
+    except OSError as exc:
+        raise SteerhealError(f"cannot read config {path} ({exc.strerror or exc})", "pass an existing file") from exc
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "TOML" if toml else "JSON"
+        raise SteerhealError(f"config {path} is not valid {kind} ({exc})",
+                             f"fix the {kind} syntax (a .toml file is read as TOML, anything else as JSON)") from exc
+    if not isinstance(extra, dict):
+        raise SteerhealError(f"config {path} is not a table of settings", "write an object of RunConfig fields")
+    return extra
+
+
 def _run_config(preset: str | None, config: Path | None, model: str | None, rounds: int | None):
     from ..config import RunConfig
     from ..loop import load_preset
 
     merged: dict = load_preset(preset) if preset else {}
     if config is not None:
-        try:
-            extra = json.loads(Path(config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SteerhealError(f"cannot read config {config} ({exc})",
-                                 "pass a JSON file of RunConfig fields") from exc
+        extra = read_config_file(config)
         for key, value in extra.items():  # nested sections merge key by key
             merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     if model:
         merged["model"] = model
-    if rounds:
+    if rounds is not None:
         merged["rounds"] = rounds
     return RunConfig.from_dict(merged, where=str(config or f"preset {preset}"))
 
@@ -37,7 +52,8 @@ def _run_config(preset: str | None, config: Path | None, model: str | None, roun
 def run_cmd(
     preset: Annotated[str | None, typer.Option(help="smoke (tiny model, seconds), demo (embedded model), "
                                                "reference (gemma-3-4b-it on a GPU).")] = "demo",
-    config: Annotated[Path | None, typer.Option(help="JSON file of RunConfig fields (over the preset).")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of RunConfig fields (over the "
+                                                "preset).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Override the model spec.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override the number of rounds.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),

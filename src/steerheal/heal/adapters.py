@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SteerhealError
-from ..models import LoadedModel
+from ..models import LoadedModel, adapter_mismatch, check_adapter_base
 from ..runs import write_json
 from ..steering.layers import default_layers
 
@@ -131,7 +131,8 @@ class AdapterHistory:
         directory = Path(directory)
         for name in names or self.names:
             self.peft_model.save_pretrained(str(directory), selected_adapters=[name])
-        write_json(directory / "history.json", {"names": self.names, "gates": self.gates})
+        write_json(directory / "history.json", {"names": self.names, "gates": self.gates, "model": self.lm.spec,
+                                                "revision": self.lm.revision})
         return directory
 
     def attach(self, path: str | Path, name: str, gate: float = 1.0) -> None:
@@ -140,10 +141,14 @@ class AdapterHistory:
 
         if not (Path(path) / "adapter_config.json").is_file():
             raise SteerhealError(f"{path} is not a saved PEFT adapter", "point at a folder with adapter_config.json")
-        if not self.names:
-            self.lm.model = PeftModel.from_pretrained(self.lm.model, str(path), adapter_name=name)
-        else:
-            self.lm.model.load_adapter(str(path), adapter_name=name)
+        check_adapter_base(self.lm, path)
+        try:
+            if not self.names:
+                self.lm.model = PeftModel.from_pretrained(self.lm.model, str(path), adapter_name=name)
+            else:
+                self.lm.model.load_adapter(str(path), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise adapter_mismatch(self.lm, path, err) from err
         self.names.append(name)
         self.gates[name] = float(gate)
         self._activate(self.names)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .. import faults
 from ..config import HealConfig
 from ..errors import SteerhealError
 from ..models import decoder_stack, unwrap
@@ -96,6 +97,8 @@ def heal_loss(history: AdapterHistory, batch: Batch, cfg: HealConfig, rounds_bak
     if cfg.spectral_lam > 0:
         sig = [lora_sigma_max(a, b, s) for a, b, s in history.lora_factors(history.current)]
         spec = cfg.spectral_lam * torch.stack(sig).mean()
+    if faults.active("nan_loss"):  # test hook: the path a diverged run takes
+        nll = nll * float("nan")
     return {"loss": nll + bar + spec, "nll": nll, "D": d, "barrier": bar, "spectral": spec,
             "active": bool(bar.detach() > 0), "lam_r": lam_r}
 
@@ -171,6 +174,7 @@ def heal_round(history: AdapterHistory, examples: list[Example], cfg: HealConfig
                 rec = train_step(history, batch, cfg, rounds_baked, params, opt, split_grads=log_norms)
                 rec.update(step=step, epoch=epoch)
                 result.steps.append(rec)
+                faults.reached("heal_step")
                 if log:
                     log(rec)
                 step += 1

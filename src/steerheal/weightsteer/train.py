@@ -117,20 +117,19 @@ def _nll_step(model, batch, opt, params) -> float:
     return float(loss.detach())
 
 
-def train_side(load: Callable[[], LoadedModel], kind: str, side: str, records: Sequence[Completion],
-               cfg: WeightSteerConfig, *, desc: str | None = None) -> tuple[dict[str, torch.Tensor], SideResult]:
-    """Fine-tune one adapter of `kind` on `records`; return its merged weight change."""
+def fit_adapter(lm: LoadedModel, kind: str, side: str, records: Sequence[Completion], cfg: WeightSteerConfig,
+                *, desc: str | None = None):
+    """Wrap `lm.model` in a fresh adapter of `kind`, fine-tune it by NLL on `records`; returns
+    the PEFT model and the training record. The adapter init and batch order depend on the seed only."""
     from peft import get_peft_model
 
     if not records:
         raise SteerhealError(f"no {side} samples left to train the {kind} adapter on",
                              "sample more prompts (--n-prompts) or turn the filter off (--no-filter)")
-    lm = load()
     shape = AdapterShape(rank=cfg.rank, alpha=cfg.lora_alpha, layer_band=cfg.layer_band,
                          oft_block_size=cfg.oft_block_size)
     examples = training_examples(lm, records, cfg.max_len)
-    originals = _target_weights(lm.model, shape.target_modules)
-    torch.manual_seed(cfg.seed)  # same adapter initialisation on both sides
+    torch.manual_seed(cfg.seed)
     try:
         model = get_peft_model(lm.model, peft_config(kind, shape, lm.n_layers))
     except (ValueError, TypeError) as err:
@@ -139,7 +138,7 @@ def train_side(load: Callable[[], LoadedModel], kind: str, side: str, records: S
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr_for(kind), weight_decay=0.0)
     result = SideResult(kind, side, len(examples), n_trainable=sum(p.numel() for p in params))
-    rng = random.Random(cfg.seed)  # same batch order on both sides
+    rng = random.Random(cfg.seed)
     n_batches = math.ceil(len(examples) / cfg.batch_size)
     pad = lm.tokenizer.pad_token_id
     t0 = time.perf_counter()
@@ -152,6 +151,15 @@ def train_side(load: Callable[[], LoadedModel], kind: str, side: str, records: S
             result.losses.append(_nll_step(model, collate(chunk, pad).to(lm.device), opt, params))
     model.eval()
     result.seconds = time.perf_counter() - t0
+    return model, result
+
+
+def train_side(load: Callable[[], LoadedModel], kind: str, side: str, records: Sequence[Completion],
+               cfg: WeightSteerConfig, *, desc: str | None = None) -> tuple[dict[str, torch.Tensor], SideResult]:
+    """Fine-tune one adapter of `kind` on a fresh base; return its merged weight change."""
+    lm = load()
+    originals = _target_weights(lm.model, AdapterShape().target_modules)
+    model, result = fit_adapter(lm, kind, side, records, cfg, desc=desc)
     return merged_changes(model, originals), result
 
 
