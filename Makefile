@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.steerheal-installed
 
-.PHONY: install run demo test lint bench clean
+.PHONY: install run demo test lint bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# steering-vectors and repeng for the peer comparison in `python -m bench` (see bench/peers.py).
+bench-peers: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps steering-vectors==0.12.2 repeng==0.4.0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

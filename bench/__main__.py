@@ -16,7 +16,7 @@ import torch
 from steerheal.models import load_model
 from steerheal.runs import write_text
 
-from . import evaluation, extraction, generation, heal, weightsteer
+from . import evaluation, extraction, generation, heal, peers, profile, scaling, weightsteer
 from .common import machine
 
 INTRO = """# Benchmarks
@@ -35,6 +35,11 @@ order where both run in one process.
   message read under both personas (2 prompts). The cosine is below 1 only because our
   extraction sorts prompts by length into different bf16 batches (fp32 batch invariance is
   tested to > 0.99999).
+- *Peers*: our `extract` against steering-vectors 0.12.2 (`train_steering_vector`, mean
+  aggregator) and repeng 0.4.0 (`read_representations`, pca_diff) on the same rendered
+  prompts, read token, layers and batch size (`make bench-peers` installs them; without them
+  the section says it was skipped). Target: ours / theirs >= 1.0 in speed, cosine >= 0.9999
+  with steering-vectors' mean vector (checked on an fp32 copy, see `bench/peers.py`).
 - *Evaluation*: the full tiny-mfv classic set (132 vignettes) per protocol; forced-choice
   scores 2 option orders, json-bool 2 conditions x 2 frames. Target: < 60 s per protocol
   without think tokens. For reference, DESIGN.md reports 62 s (forced-choice, think budget 1)
@@ -54,6 +59,12 @@ order where both run in one process.
   seconds per optimiser step, dW on disk (parts of rank <= 2r stored as exact factors)
   against its dense fp32 size, and entering + leaving `WeightDelta.applied` with the size of
   its backup (only the touched tensors; never a model copy).
+- *Scaling*: generation (greedy, forced length, the sampler's default batch) and one heal
+  epoch (kl_rev + rmse, batch 8) on those completions, one factor at a time from 64 tokens x
+  16 completions: length 64/128/256 and count 16/64/256, on the tiny model and the embedded
+  one; `scaling.png` plots seconds against generated tokens on log-log axes with fitted
+  slopes. The 270M Gemma base from PyPI is not included: converting its Q4_K_M GGUF and
+  running the sweep does not fit the suite's 15-minute budget on 2 cores.
 - Think-phase evaluation rows are generation-bound (16 greedy tokens for every prompt; the
   shared-prefix cache is not used while generating) and have no target.
 
@@ -70,32 +81,46 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny sizes (CI)")
     parser.add_argument("--model", default=None, help="model spec (default: smollm2-135m)")
     parser.add_argument("--write", default=None, help="also write the report to this markdown file")
-    parser.add_argument("--only", default=None, help="run one section: generation, extraction, evaluation, heal, "
-                        "weightsteer")
+    parser.add_argument("--only", default=None, help="run one section: generation, extraction, peers, evaluation, "
+                        "heal, scaling, profile, weightsteer")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEERHEAL_NO_PROGRESS", "1")
     if args.smoke:
         lm = load_model(args.model or "tiny-random-llama", "cpu", torch.float32)
         gen_kw, ext_kw = dict(batch_sizes=(2,), new_tokens=4, repeats=1), dict(n_contexts=8, batch_size=4)
         eval_kw = dict(limit=4)
+        peer_kw = dict(n_contexts=8, batch_size=4, n_cosine=4)
+        scale_kw = dict(specs=(lm.spec,), lengths=(8, 16), counts=(4, 8), base=(8, 4))
+        prof_kw = dict(n_adapters=1, target_kl=0.01, n_prompts=8, new_tokens=8)
         heal_kw = dict(steps=1, length=32)
         ws_kw = dict(kinds=("lora", "ia3"), n=4, length=16, repeats=1)
     else:
         lm = load_model(args.model or "smollm2-135m")
         gen_kw, ext_kw = dict(batch_sizes=(1, 8, 32), new_tokens=64, repeats=5), dict(n_contexts=256)
         eval_kw = dict(think=(0, 16))
+        peer_kw = dict()
+        scale_kw = dict()
+        prof_kw = dict(n_adapters=2)
         heal_kw = dict(steps=3, length=128)
         ws_kw = dict()
+    plot_path = os.path.join(os.path.dirname(args.write) or ".", "scaling.png") if args.write else None
     sections = [f"Machine: {machine()}", f"Model: {lm.spec} ({lm.device}, {lm.dtype})"]
     print(sections[0], f"\n{sections[1]}", file=sys.stderr)
     runs = {
         "generation": ("Steered vs plain generation (greedy, fixed new tokens, median of repeats)",
                        lambda: generation.run(lm, **gen_kw)),
         "extraction": ("Vector extraction (mean_diff, default middle layers)", lambda: extraction.run(lm, **ext_kw)),
+        "peers": ("Extraction vs the peer libraries (same model, prompts, read position and layers)",
+                  lambda: peers.run(lm, **peer_kw)),
         "evaluation": ("tiny-mfv evaluation (both protocols, wall time including any think phase)",
                        lambda: evaluation.run(lm, **eval_kw)),
         "heal": ("Heal step (4 x 128 tokens, LoRA r=8, one optimiser step as heal_round runs it; peak extra "
                  "memory over the process before the first timed step)", lambda: heal.run(lm.spec, **heal_kw)),
+        "scaling": ("Scaling of generation and one heal epoch with completion length, count and model (log-log "
+                    "plot: scaling.png beside the report)",
+                    lambda: scaling.run(**scale_kw, plot_path=plot_path)),
+        "profile": ("Profile of the slowest loop stage (dose: iso-KL calibration + 4 walk-C probes)",
+                    lambda: profile.run(lm, **prof_kw)),
         "weightsteer": ("Weight steering per adapter type (training step, dW storage, applying dW)",
                         lambda: weightsteer.run(lm.spec, **ws_kw)),
     }
