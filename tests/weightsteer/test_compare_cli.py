@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steerheal.cli import app
+from steerheal.weightsteer import WeightDelta
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random-llama", "--dtype", "float32", "--device", "cpu"]
@@ -56,6 +57,14 @@ def test_compare_prints_one_matched_kl_table_and_resumes(trained, tmp_path):
     again = runner.invoke(app, compare_args(trained, out))  # every row comes from the cache
     assert again.exit_code == 0 and json.loads(out.read_text())["rows"] == result["rows"]
     assert ": coeff" in r.output and ": coeff" not in again.output  # rows are logged when computed
+    WeightDelta.load(trained / "lora.safetensors").scaled(2.0).save(trained / "lora.safetensors")  # "retrained"
+    third = runner.invoke(app, compare_args(trained, out))
+    assert third.exit_code == 0, third.output
+    recomputed = {line.rsplit(": coeff", 1)[0] for line in third.output.splitlines() if ": coeff" in line}
+    assert recomputed == {"ws:lora +", "ws:lora -"}  # only the changed dW's rows
+    rows = {row["label"]: row for row in json.loads(out.read_text())["rows"]}
+    old = {row["label"]: row for row in result["rows"]}
+    assert rows["ws:lora +"]["coeff"] == pytest.approx(old["ws:lora +"]["coeff"] / 2, rel=0.1)
 
 
 def test_compare_refuses_a_directory_without_training(tmp_path):

@@ -25,7 +25,9 @@ def train_cmd(
     n_prompts: Annotated[int, typer.Option(help="Contexts sampled under each persona.")] = 64,
     max_new_tokens: Annotated[int, typer.Option(help="Completion length.")] = 64,
     epochs: Annotated[int, typer.Option(help="Training epochs per adapter.")] = 2,
-    lr: Annotated[float, typer.Option(help="Learning rate (IA3 uses 10x).")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Learning rate (times --lr-scale per type).")] = 5e-4,
+    lr_scale: Annotated[list[str] | None, typer.Option(help="TYPE=FACTOR multiplies --lr for one adapter type "
+                                                      "(repeatable; default ia3=10).")] = None,
     rank: Annotated[int, typer.Option(help="Adapter rank (LoRA, DoRA, PiSSA, DeLoRA).")] = 8,
     filter_samples: Annotated[bool, typer.Option("--filter/--no-filter",
                                                  help="Drop incoherent or narrating samples.")] = True,
@@ -36,10 +38,19 @@ def train_cmd(
 ) -> None:
     """Sample under each persona, fine-tune theta+ and theta- per adapter type, save dW."""
     from ..config import WeightSteerConfig
+    from ..errors import SteerhealError
     from ..weightsteer.pipeline import train_dir
 
+    scales = dict(WeightSteerConfig().lr_scale)
+    for item in lr_scale or []:
+        kind, _, factor = item.partition("=")
+        try:
+            scales[kind.strip().lower()] = float(factor)
+        except ValueError as err:
+            raise SteerhealError(f"--lr-scale {item!r} is not TYPE=FACTOR", "write e.g. --lr-scale delora=0.1") from err
     cfg = WeightSteerConfig(n_prompts=n_prompts, max_new_tokens=max_new_tokens, epochs=epochs, lr=lr, rank=rank,
-                            filter=filter_samples, store_dtype=store_dtype, seed=seed)
+                            filter=filter_samples, store_dtype=store_dtype, seed=seed,
+                            lr_scale=tuple(sorted(scales.items())))
     train_dir(model, pair, adapter, out, cfg, device=device, dtype=dtype, log=typer.echo)
 
 

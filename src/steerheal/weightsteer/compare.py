@@ -62,8 +62,9 @@ class MethodRow:
         return self.method if self.sign == 0 else f"{self.method} {'+' if self.sign > 0 else '-'}"
 
 
-def _key(settings: CompareSettings, label: str) -> str:
-    blob = json.dumps([asdict(settings), label], sort_keys=True, default=str)
+def _key(settings: CompareSettings, label: str, source: str = "") -> str:
+    """Cache key of a row: the settings, the row and (for dW rows) the dW file's digest."""
+    blob = json.dumps([asdict(settings), label, source], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -76,8 +77,8 @@ class MethodComparison:
         self.s, self.parts, self.log = settings, parts_dir, log
         self.cal_prompts = heldout_prompts()
 
-    def _cached(self, label: str, run: Callable[[], MethodRow]) -> MethodRow:
-        path = self.parts / f"{label.replace(':', '_').replace(' ', '_')}-{_key(self.s, label)}.json"
+    def _cached(self, label: str, run: Callable[[], MethodRow], source: str = "") -> MethodRow:
+        path = self.parts / f"{label.replace(':', '_').replace(' ', '_')}-{_key(self.s, label, source)}.json"
         if path.is_file():
             return MethodRow(**json.loads(path.read_text()))
         row = run()
@@ -103,12 +104,13 @@ class MethodComparison:
         return self._cached(MethodRow("prompt", sign).label,
                             lambda: self._evaluate(MethodRow("prompt", sign), system=persona))
 
-    def _calibrated(self, method: str, sign: int, target, evaluate_at: Callable[[MethodRow, float], MethodRow]):
+    def _calibrated(self, method: str, sign: int, target, evaluate_at: Callable[[MethodRow, float], MethodRow],
+                    source: str = ""):
         def run() -> MethodRow:
             cal = calibrate(self.lm, target, self.cal_prompts, replace(self.s.calibrate, target_kl=self.s.target_kl),
                             desc=f"calibrate {method}")
             return evaluate_at(MethodRow(method, sign, sign * cal.coeff, cal.stats.p95, cal.converged), cal.coeff)
-        return self._cached(MethodRow(method, sign).label, run)
+        return self._cached(MethodRow(method, sign).label, run, source)
 
     def _vector(self) -> SteeringVector:
         path = self.parts / f"vector-{_key(self.s, 'vector')}.safetensors"
@@ -129,7 +131,7 @@ class MethodComparison:
         def evaluate_at(row: MethodRow, alpha: float) -> MethodRow:
             with signed.applied(self.lm, alpha):
                 return self._evaluate(row)
-        return self._calibrated(f"ws:{delta.kind}", sign, signed, evaluate_at)
+        return self._calibrated(f"ws:{delta.kind}", sign, signed, evaluate_at, delta.digest)
 
     def run(self, deltas: Sequence[WeightDelta]) -> list[MethodRow]:
         rows = [self.base()]

@@ -13,6 +13,7 @@ It never copies the whole model: the backup holds only the touched tensors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ class WeightDelta:
     kind: str = ""
     meta: dict = field(default_factory=dict)
     scale: float = 1.0  # a sign or multiple, applied lazily (negation copies nothing)
+    digest: str = ""  # sha256 of the file it was loaded from / saved to ("" if never on disk)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -173,6 +175,7 @@ class WeightDelta:
                     "scale": repr(self.scale), "meta": json.dumps(self.meta)}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
+            self.digest = _sha256(tmp)
         return path
 
     @classmethod
@@ -192,4 +195,13 @@ class WeightDelta:
         dense = {k[len("dense."):]: t for k, t in tensors.items() if k.startswith("dense.")}
         factors = {k[len("u."):]: (t, tensors["v." + k[len("u."):]]) for k, t in tensors.items() if k.startswith("u.")}
         return cls(dense, factors, model=md.get("model", ""), revision=md.get("revision") or None,
-                   kind=md.get("kind", ""), meta=json.loads(md.get("meta", "{}")), scale=float(md.get("scale", 1.0)))
+                   kind=md.get("kind", ""), meta=json.loads(md.get("meta", "{}")), scale=float(md.get("scale", 1.0)),
+                   digest=_sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
