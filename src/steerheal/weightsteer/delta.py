@@ -13,7 +13,6 @@ It never copies the whole model: the backup holds only the touched tensors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from safetensors.torch import save_file
 
 from ..errors import SteerhealError
 from ..models import LoadedModel, unwrap
-from ..runs import atomic_path
+from ..runs import atomic_path, sha256_file
 
 FORMAT = "steerheal.weight_delta.v1"
 
@@ -175,7 +174,7 @@ class WeightDelta:
                     "scale": repr(self.scale), "meta": json.dumps(self.meta)}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-            self.digest = _sha256(tmp)
+            self.digest = sha256_file(tmp)
         return path
 
     @classmethod
@@ -196,12 +195,5 @@ class WeightDelta:
         factors = {k[len("u."):]: (t, tensors["v." + k[len("u."):]]) for k, t in tensors.items() if k.startswith("u.")}
         return cls(dense, factors, model=md.get("model", ""), revision=md.get("revision") or None,
                    kind=md.get("kind", ""), meta=json.loads(md.get("meta", "{}")), scale=float(md.get("scale", 1.0)),
-                   digest=_sha256(path))
+                   digest=sha256_file(path))
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
