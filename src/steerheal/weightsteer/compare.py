@@ -69,7 +69,7 @@ def _key(settings: CompareSettings, label: str, source: str = "") -> str:
 
 
 class MethodComparison:
-    """Runs (or re-reads) every row; `table()` turns them into the comparison."""
+    """Runs (or re-reads) every row; `summarise` and `format_table` turn them into the comparison."""
 
     def __init__(self, lm: LoadedModel, pair: PersonaPair, items: Sequence[Vignette], claims: Sequence[dict],
                  settings: CompareSettings, parts_dir: Path, log: Callable[[str], None] = print):
@@ -78,7 +78,8 @@ class MethodComparison:
         self.cal_prompts = heldout_prompts()
 
     def _cached(self, label: str, run: Callable[[], MethodRow], source: str = "") -> MethodRow:
-        path = self.parts / f"{label.replace(':', '_').replace(' ', '_')}-{_key(self.s, label, source)}.json"
+        key = _key(self.s, label, f"{self.lm.spec}@{self.lm.revision}|{source}")  # another model: recompute
+        path = self.parts / f"{label.replace(':', '_').replace(' ', '_')}-{key}.json"
         if path.is_file():
             return MethodRow(**json.loads(path.read_text()))
         row = run()
@@ -113,7 +114,7 @@ class MethodComparison:
         return self._cached(MethodRow(method, sign).label, run, source)
 
     def _vector(self) -> SteeringVector:
-        path = self.parts / f"vector-{_key(self.s, 'vector')}.safetensors"
+        path = self.parts / f"vector-{_key(self.s, 'vector', f'{self.lm.spec}@{self.lm.revision}')}.safetensors"
         if path.is_file():
             return SteeringVector.load(path)
         vec = extract(self.lm, self.pair.pos, self.pair.neg, contexts()[: self.s.n_contexts], ExtractConfig())
