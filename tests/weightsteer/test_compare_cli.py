@@ -34,6 +34,8 @@ def test_train_writes_one_dW_per_type_with_a_record(trained):
     for kind in record:
         assert (trained / f"{kind}.safetensors").stat().st_size == record[kind]["dW_bytes"]
         assert [s["side"] for s in record[kind]["sides"]] == ["pos", "neg"]
+    sampling = json.loads((trained / "config.json").read_text())["sampling"]
+    assert sampling["do_sample"] is True and sampling["max_new_tokens"] == 12 and sampling["temperature"] > 0
     rows = [json.loads(line) for line in (trained / "samples.jsonl").read_text().splitlines()]
     assert sorted({r["side"] for r in rows}) == ["neg", "pos"] and len(rows) == 12
 

@@ -6,7 +6,7 @@ from steerheal.config import WeightSteerConfig
 from steerheal.errors import SteerhealError
 from steerheal.generate import Completion
 from steerheal.models import load_model
-from steerheal.weightsteer.kinds import KINDS, parse_kinds, unavailable_reason
+from steerheal.weightsteer.kinds import KINDS, parse_kinds, skipped_kinds, unavailable_reason
 from steerheal.weightsteer.train import fit_adapter, persona_samples, train_delta, training_examples
 
 CFG = WeightSteerConfig(n_prompts=6, max_new_tokens=12, epochs=2, batch_size=3, lr=5e-3, rank=4, filter=False)
@@ -86,6 +86,8 @@ def test_unknown_or_missing_adapter_types_are_clear_errors(monkeypatch):
 
     monkeypatch.delattr(peft, "DeloraConfig")
     assert "has no DeloraConfig" in unavailable_reason("delora")
+    assert parse_kinds("all") == [k for k in KINDS if k != "delora"]  # 'all' skips it, with a reason
+    assert set(skipped_kinds()) == {"delora"}
     with pytest.raises(SteerhealError, match="has no DeloraConfig"):
         parse_kinds("delora")
 

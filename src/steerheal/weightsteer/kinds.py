@@ -89,11 +89,17 @@ def unavailable_reason(kind: str) -> str | None:
     return None
 
 
+def skipped_kinds() -> dict[str, str]:
+    """Known kinds the installed PEFT cannot train, with the reason."""
+    return {k: r for k in KINDS if (r := unavailable_reason(k))}
+
+
 def parse_kinds(spec: str | Sequence[str]) -> list[str]:
-    """'lora,dora' or 'all' -> a checked list; an unknown or unavailable kind is an error."""
+    """'lora,dora' or 'all' -> a checked list. 'all' is every kind the installed PEFT offers
+    (see `skipped_kinds` for the rest); a named unknown or unavailable kind is an error."""
     items = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if items == ["all"]:
-        return list(KINDS)
+        return [k for k in KINDS if k not in skipped_kinds()]
     if not items:
         raise SteerhealError("no adapter type given", f"pass e.g. --adapter lora,dora (known: {', '.join(KINDS)})")
     for kind in items:

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import WeightSteerConfig
+from ..config import GenerateConfig, WeightSteerConfig
 from ..data import contexts, persona_pair, read_jsonl
 from ..errors import SteerhealError
 from ..evals.claims import load_claims
 from ..evals.vignettes import load_dataset
-from ..generate import Completion
+from ..generate import Completion, sampling_kwargs
 from ..models import load_model
 from ..runs import ensure_writable_dir, write_json, write_text
 from .compare import CompareSettings, MethodComparison, format_table, legend, summarise, write_outputs
 from .delta import WeightDelta
-from .kinds import parse_kinds
+from .kinds import parse_kinds, skipped_kinds
 from .train import keep_coherent, persona_samples, train_delta
 
 
@@ -67,13 +67,18 @@ def train_dir(model: str, pair_name: str, kinds: str | Sequence[str], out: str |
               log: Callable[[str], None] = print) -> dict:
     """Sample, then train theta+/theta- and save dW for every requested adapter type."""
     cfg = cfg or WeightSteerConfig()
+    if isinstance(kinds, str) and kinds.strip().lower() == "all":
+        for kind, reason in skipped_kinds().items():
+            log(f"{kind}: skipped ({reason})")
     kinds = parse_kinds(kinds)
     pair = persona_pair(pair_name)
     out = ensure_writable_dir(Path(out))
     load = lambda: load_model(model, device, dtype, seed=cfg.seed)
     lm = load()
+    sampling = sampling_kwargs(lm, GenerateConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                                  seed=cfg.seed))
     meta = {"model": lm.spec, "revision": lm.revision, "device": device, "dtype": dtype, "pair": pair.name,
-            "kinds": kinds, "config": asdict(cfg)}
+            "kinds": kinds, "config": asdict(cfg), "sampling": {"max_new_tokens": cfg.max_new_tokens, **sampling}}
     _check_config(out, json.loads(json.dumps(meta)))
     write_json(out / "config.json", meta)
     samples = _samples(lm, pair, cfg, out, log)
