@@ -61,12 +61,18 @@ def test_reference_gating_gives_exact_base_and_previous_student_logits():
     assert all("r01" in n for n, p in lm.model.named_parameters() if p.requires_grad)
 
 
-def test_stacked_adapters_equal_merged_weights():
+def two_perturbed_rounds():
+    """A fresh tiny model with adapters r00 and r01, both moved off their zero init."""
     lm = fresh()
     hist = AdapterHistory(lm)
     for seed in (1, 2):
         hist.new_round(LoraSpec(rank=4))
         perturb(hist, seed=seed)
+    return lm, hist
+
+
+def test_stacked_adapters_equal_merged_weights():
+    lm, hist = two_perturbed_rounds()
     hist.set_gate("r00", 0.5)
     stacked = logits(lm)
     merged = hist.merged_copy()
@@ -167,11 +173,7 @@ def test_every_barrier_variant_trains_and_logs(overrides):
 
 
 def test_gates_dial_the_latest_round_between_previous_and_current_student():
-    lm = fresh()
-    hist = AdapterHistory(lm)
-    for seed in (1, 2):
-        hist.new_round(LoraSpec(rank=4))
-        perturb(hist, seed=seed)
+    lm, hist = two_perturbed_rounds()
     student = logits(lm)
     with hist.reference("prev"):
         prev = logits(lm)

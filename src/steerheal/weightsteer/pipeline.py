@@ -50,8 +50,8 @@ def _samples(lm, pair, cfg: WeightSteerConfig, out: Path, log) -> dict[str, list
         samples = persona_samples(lm, pair, contexts()[: cfg.n_prompts], cfg, desc="sample personas")
         rows = []
         for side, recs in samples.items():
-            kept = set(map(id, keep_coherent(lm, recs, pair)[0])) if cfg.filter else set(map(id, recs))
-            rows += [r.to_dict() | {"side": side, "kept": id(r) in kept} for r in recs]
+            kept = keep_coherent(lm, recs, pair) if cfg.filter else set(range(len(recs)))
+            rows += [r.to_dict() | {"side": side, "kept": i in kept} for i, r in enumerate(recs)]
         write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     by_side: dict[str, list[Completion]] = {"pos": [], "neg": []}
     for r in rows:

@@ -60,13 +60,14 @@ def persona_samples(lm: LoadedModel, pair: PersonaPair, prompts: Sequence[str], 
             for side, persona in (("pos", pair.pos), ("neg", pair.neg))}
 
 
-def keep_coherent(lm: LoadedModel, records: list[Completion], pair: PersonaPair) -> tuple[list[Completion], dict]:
-    """The loop's filters with their defaults; trait narration is dropped as in heal."""
+def keep_coherent(lm: LoadedModel, records: list[Completion], pair: PersonaPair) -> set[int]:
+    """Indices of the records that pass the loop's filters (defaults; trait narration dropped as
+    in heal). Every record keeps its scores in `extra["filter"]`."""
     report = filter_completions(lm, records, FilterConfig(), narration=pair.narration + generic_narration(),
                                 refusals=refusal_phrases())
     for rec, score in zip(records, report.scores, strict=True):
         rec.extra["filter"] = score
-    return [records[i] for i in report.kept], report.to_dict() | {"scores": None}
+    return set(report.kept)
 
 
 def training_examples(lm: LoadedModel, records: Sequence[Completion], max_len: int) -> list[Example]:
