@@ -24,14 +24,14 @@ from .common import machine, table
 INTRO = """# Benchmarks
 
 Regenerate with `python -m bench --write docs/benchmarks.md` (the full suite on the embedded
-model, about 10 minutes on 2 cores); `python -m bench --smoke` runs the same code on the tiny
-model in under a minute (it is part of the test suite). Every figure is a median over
+model, about 15 minutes on 2 cores); `python -m bench --smoke` runs the same code on the tiny
+model in two to three minutes (it is part of the test suite). Every figure is a median over
 repeats; every ratio compares two measurements taken in the same run, interleaved in ABBA
 order where both run in one process.
 
 - *Generation*: plain `model.generate` (no hooks) vs the same call inside `steering()` with a
-  vector on blocks 14-16, greedy, 64 new tokens forced. Target: steered / plain >= 0.95.
-  Single runs on this 2-core VM vary by +-15%, hence 5 interleaved repeats.
+  vector on blocks 14-16, greedy, 32 new tokens forced. Target: steered / plain >= 0.95.
+  Single runs on this 2-core VM vary by +-15%, hence interleaved repeats (3, median).
 - *Extraction*: `extract()` (forward stopped after the deepest read block) vs a full forward
   with `output_hidden_states=True` on the same prompts and batch size; a context is one user
   message read under both personas (2 prompts). The cosine is below 1 only because our
@@ -56,17 +56,18 @@ order where both run in one process.
   column as a check of the order of magnitude. A "split" step is one that also logs each
   term's gradient norm (a second backward); `heal_round` does that every `grad_norm_every`
   steps (default 10), all other steps are "combined".
-- *Weight steering*: per adapter type, theta+ and theta- trained on two sets of 16 random-token
-  completions (96 tokens, batch 8, 1 epoch) from fresh bases as `weight-steer train` does;
+- *Weight steering*: per adapter type, theta+ and theta- trained on two sets of 8 random-token
+  completions (64 tokens, batch 8, 1 epoch) from fresh bases as `weight-steer train` does;
   seconds per optimiser step, dW on disk (parts of rank <= 2r stored as exact factors)
   against its dense fp32 size, and entering + leaving `WeightDelta.applied` with the size of
   its backup (only the touched tensors; never a model copy).
 - *Scaling*: generation (greedy, forced length, the sampler's default batch) and one heal
-  epoch (kl_rev + rmse, batch 8) on those completions, one factor at a time from 64 tokens x
-  16 completions: length 64/128/256 and count 16/64/256, on the tiny model and the embedded
-  one; `scaling.png` plots seconds against generated tokens on log-log axes with fitted
-  slopes. The 270M Gemma base from PyPI is not included: converting its Q4_K_M GGUF and
-  running the sweep does not fit the suite's 15-minute budget on 2 cores.
+  epoch (kl_rev + rmse, batch 8) on those completions, one factor at a time: length
+  64/128/256 at 8 completions and count 16/64/256 at 16 tokens, on the tiny model and the
+  embedded one; model size at the 64 x 8 point adds the 270M Gemma base from PyPI
+  (`gemma3-270m`, plain-text prompts: it has no chat template). `scaling.png` plots seconds
+  against generated tokens and against parameters on log-log axes with fitted slopes. The
+  count sweep uses 16-token completions so its 256-completion point fits the 15-minute budget.
 - *Calibration*: the care-over-authority vector calibrated to p95 token KL 0.5 / 1 / 2 nats
   with the loop's defaults; model evaluations and seconds to reach the 0.05-nat tolerance.
 - *Profile*: cProfile of one dose stage (the slowest stage of a demo round) on the base
@@ -99,21 +100,23 @@ def main(argv: list[str] | None = None) -> str:
         gen_kw, ext_kw = dict(batch_sizes=(2,), new_tokens=4, repeats=1), dict(n_contexts=8, batch_size=4)
         eval_kw = dict(limit=4)
         peer_kw = dict(n_contexts=8, batch_size=4, n_cosine=4)
-        scale_kw = dict(specs=(lm.spec,), lengths=(8, 16), counts=(4, 8), base=(8, 4))
+        scale_kw = dict(sweep_specs=(lm.spec,), size_specs=("tiny-random-gemma3",), lengths=(8, 16), counts=(4, 8),
+                        length_base=4, count_base=8)
         prof_kw = dict(n_adapters=1, target_kl=0.01, n_prompts=8, new_tokens=8)
         cal_kw = dict(targets=(0.005, 0.01), n_contexts=8, cfg=CalibrateConfig(n_prompts=4, n_tokens=6, tol=0.001))
         heal_kw = dict(steps=1, length=32)
         ws_kw = dict(kinds=("lora", "ia3"), n=4, length=16, repeats=1)
     else:
         lm = load_model(args.model or "smollm2-135m")
-        gen_kw, ext_kw = dict(batch_sizes=(1, 8, 32), new_tokens=64, repeats=5), dict(n_contexts=256)
+        # Sizes chosen so the whole suite stays under 15 minutes on 2 cores (see the wall-time table).
+        gen_kw, ext_kw = dict(batch_sizes=(1, 8, 32), new_tokens=32, repeats=3), dict(n_contexts=256)
         eval_kw = dict(think=(0, 16) if args.think else (0,))
-        peer_kw = dict()
+        peer_kw = dict(n_cosine=16)
         scale_kw = dict()
-        prof_kw = dict(n_adapters=2, n_prompts=16, new_tokens=48)
+        prof_kw = dict(n_adapters=2, n_prompts=8, new_tokens=32)
         cal_kw = dict()
-        heal_kw = dict(steps=3, length=128)
-        ws_kw = dict()
+        heal_kw = dict(steps=2, length=128)
+        ws_kw = dict(n=8, length=64)
     plot_path = os.path.join(os.path.dirname(args.write) or ".", "scaling.png") if args.write else None
     sections = [f"Machine: {machine()}", f"Model: {lm.spec} ({lm.device}, {lm.dtype})"]
     print(sections[0], f"\n{sections[1]}", file=sys.stderr)

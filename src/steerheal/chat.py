@@ -117,3 +117,14 @@ def pad_left(rows: list[list[int]], pad_id: int, device=None) -> Batch:
 
 def encode(tokenizer, texts: list[str], max_length: int, device=None) -> Batch:
     return pad_left(tokenize_rows(tokenizer, texts, max_length), tokenizer.pad_token_id, device)
+
+
+def render_question(tokenizer, question: str) -> str:
+    """A prompt after which the next words answer `question`.
+
+    Chat models: the chat template ending at the assistant tag. Base models (no template, e.g.
+    the Gemma 3 270M base): `Question: ...\\nAnswer:` after the BOS token, as in plain QA text.
+    """
+    if has_chat_template(tokenizer):
+        return render_prompt(tokenizer, question)
+    return f"{tokenizer.bos_token or ''}Question: {question}\nAnswer:"

@@ -303,6 +303,60 @@ class WeightSteerConfig:
 
 
 @dataclass(frozen=True)
+class ResistConfig:
+    """Steering-resistance probe (DESIGN.md section 9): per fact, steer towards its false answer."""
+
+    layers: str = "mid"  # where each fact vector is read and added
+    n_extract: int = 2  # paraphrases that build the vector; the rest measure the answer
+    target_kl: float = 1.0  # the iso-KL unit: coefficient multipliers are relative to this KL
+    multipliers: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    n_control: int = 16  # other facts' questions used as the capability check
+    break_frac: float = 0.75  # capability breaks below this fraction of the unsteered accuracy
+    kl_prompts: int = 4  # held-out prompts for the KL of each point (greedy steered rollouts)
+    kl_tokens: int = 8
+    batch_size: int = 16
+    limit: int | None = None  # first N facts only
+
+    def __post_init__(self) -> None:
+        _check(self.n_extract >= 1, f"n_extract must be >= 1, got {self.n_extract}", "use e.g. 2")
+        _check(self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}", "use e.g. 1.0 nats")
+        _check(len(self.multipliers) >= 2 and all(m != 0 for m in self.multipliers),
+               f"multipliers must be >= 2 non-zero values, got {self.multipliers}",
+               "list signed multiples of the iso-KL coefficient, e.g. [-1, 0.5, 1, 2]")
+        _check(self.n_control >= 1 and self.kl_prompts >= 1 and self.kl_tokens >= 1 and self.batch_size >= 1,
+               "n_control, kl_prompts, kl_tokens and batch_size must be >= 1", "use positive values")
+        _check(0 < self.break_frac < 1, f"break_frac must be in (0, 1), got {self.break_frac}", "use e.g. 0.75")
+        _check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}",
+               "omit it for every fact")
+
+
+@dataclass(frozen=True)
+class IntrospectConfig:
+    """Gradient-awareness experiment (DESIGN.md section 9): can the model name what it is corrected on?"""
+
+    mode: Literal["raw", "virtual", "projector"] = "raw"
+    layer: int | None = None  # None: the middle block
+    raw_scale: float = 1.0  # raw mode: injected norm as a multiple of the residual norm at the layer
+    target_kl: float = 1.0  # virtual mode: eta set so the median-norm gradient costs this p95 KL
+    projector: Literal["linear", "mlp"] = "linear"
+    projector_steps: int = 150
+    projector_lr: float = 1e-3
+    folds: int = 2  # projector: topics split into folds; each fold is scored by a map trained on the others
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.mode in ("raw", "virtual", "projector"), f"unknown mode {self.mode!r}",
+               "use raw, virtual or projector")
+        _check(self.projector in ("linear", "mlp"), f"unknown projector {self.projector!r}", "use linear or mlp")
+        _check(self.raw_scale > 0 and self.target_kl > 0, "raw_scale and target_kl must be > 0",
+               "use e.g. 1.0")
+        _check(self.projector_steps >= 1 and self.projector_lr > 0 and self.batch_size >= 1,
+               "projector_steps and batch_size must be >= 1 and projector_lr > 0", "use positive values")
+        _check(self.folds >= 2, f"folds must be >= 2, got {self.folds}", "use e.g. 2")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The steer-heal loop (DESIGN.md section 7). Presets live in steerheal/data/presets/."""
 

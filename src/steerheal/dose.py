@@ -142,16 +142,17 @@ def initial_coeff(vector: SteeringVector) -> float:
 
 def calibrate(lm: LoadedModel, vector, prompts: Sequence[str],
               cfg: CalibrateConfig | None = None, *, system: str | None = None,
-              desc: str | None = None, **kwargs) -> CalibrationResult:
+              desc: str | None = None, rendered: bool = False, **kwargs) -> CalibrationResult:
     """Find the coefficient whose steered rollouts have p95 token KL == cfg.target_kl.
 
     `vector` is a SteeringVector or a weight-steering WeightDelta (any intervention with
-    `applied(lm, coeff, prompt_len)` and `start_coeff()`); negate it for the other sign."""
+    `applied(lm, coeff, prompt_len)` and `start_coeff()`); negate it for the other sign.
+    `rendered=True`: `prompts` are already full prompt texts (e.g. for a base model)."""
     cfg = cfg or CalibrateConfig()
     prompts = [p for p in prompts if p and p.strip()][: cfg.n_prompts]
     if not prompts:
         raise SteerhealError("no calibration prompts", "pass at least one held-out prompt")
-    texts = [render_prompt(lm.tokenizer, p, system) for p in prompts]
+    texts = list(prompts) if rendered else [render_prompt(lm.tokenizer, p, system) for p in prompts]
     target = cfg.target_kl
     trace: list[KLStats] = []
     bar = progress(range(cfg.max_evals), desc=desc, total=cfg.max_evals)

