@@ -116,6 +116,31 @@ CASES = [
      "not a weight-steering directory", {}),
 ]
 
+def topics_file(d: Path, right: str = "ab", wrong: str = "ab") -> Path:
+    topic = {"label": "cat", "items": [{"prompt": "which?", "right": right, "wrong": wrong}], "contexts": ["fur"]}
+    other = {"label": "dog", "items": [{"prompt": "what?", "right": "cd", "wrong": "ef"}], "contexts": ["barks"]}
+    return write(d / "topics.json", json.dumps({"question": "which?", "detect_question": "pushed?",
+                                                "neutral_prompts": ["hi"], "no_questions": ["is up down?"],
+                                                "topics": [topic, other]}))
+
+
+FACT = {"id": "f1", "true": "Rome", "false": "Rome", "questions": ["capital?", "the capital?", "which city?"]}
+CASES += [
+    ("introspect-layer-out-of-range", lambda i, o: ["introspect", "run", *TINY, "--layer", "9", "--out",
+                                                    str(o / "i")], "layer 9 is out of range", {}),
+    ("introspect-unknown-mode", lambda i, o: ["introspect", "run", *TINY, "--mode", "vibes", "--out", str(o / "i")],
+     "unknown mode", {}),
+    ("topic-without-valid-target", lambda i, o: ["introspect", "run", *TINY, "--topics", str(topics_file(i)),
+                                                 "--out", str(o / "i")], "no valid target tokenisation", {}),
+    ("facts-alternatives-tokenise-identically", lambda i, o: ["resist", *TINY, "--facts",
+                                                              str(write(i / "f.jsonl", json.dumps(FACT) + "\n")),
+                                                              "--out", str(o / "r")], "tokenise identically", {}),
+    ("facts-not-a-fact", lambda i, o: ["resist", *TINY, "--facts", str(write(i / "f.jsonl", '{"id": "f1"}\n')),
+                                       "--out", str(o / "r")], "is not a fact", {}),
+    ("resist-zero-multiplier", lambda i, o: ["resist", *TINY, "--multipliers", "0,1", "--out", str(o / "r")],
+     "multipliers must be", {}),
+]
+
 # Cases that run part of a loop: slower, still seconds on the tiny model.
 LOOP_CASES = [
     ("zero-kept-completions", lambda i, o: ["run", "--preset", "smoke", "--config",
