@@ -1,11 +1,11 @@
 """How the two heavy stages of a round scale: generation and one heal epoch.
 
 One factor at a time: completion length 64/128/256 at 8 completions, and 16/64/256
-completions at 16 tokens each (short completions keep the 256-completion point inside the
-suite's 15-minute budget; it still trains one heal epoch on 256 prompts). Both sweeps run on
-the tiny model and the embedded one; model size is compared at the 64 x 8 point across the
+completions at 8 tokens each (short completions keep the 256-completion point inside the
+suite's 15-minute budget; it still generates for, and trains one heal epoch on, 256
+prompts). Both sweeps run on the tiny model and the embedded one; model size is compared at the 64 x 8 point across the
 tiny model, the embedded SmolLM2-135M and the 270M Gemma base from PyPI (`gemma3-270m`; a base
-model, so its prompts are the plain context texts rather than a chat template).
+model, so its prompts are the plain context texts after its BOS token, not a chat template).
 Generation decodes greedily with a forced length (min = max new tokens) at the sampler's
 default batch size; heal trains one epoch of a fresh LoRA (kl_rev, rmse: the loop's default
 loss, batch 8) on exactly those completions. A log-log plot of seconds against generated
@@ -60,7 +60,7 @@ def _heal(lm, examples, length):
 def measure(lm, length: int, n: int) -> dict:
     prompts = (data.contexts() * (n // len(data.contexts()) + 1))[:n]
     chat = has_chat_template(lm.tokenizer)
-    texts = [render_prompt(lm.tokenizer, p) if chat else p for p in prompts]
+    texts = [render_prompt(lm.tokenizer, p) if chat else (lm.tokenizer.bos_token or "") + p for p in prompts]
     t0 = time.perf_counter()
     examples = _generate(lm, texts, length)
     gen = time.perf_counter() - t0
@@ -128,7 +128,7 @@ def sweep_points(lengths, counts, length_base: int, count_base: int, size: bool)
 
 
 def run(sweep_specs=("tiny-random-llama", "smollm2-135m"), size_specs=("gemma3-270m",), lengths=(64, 128, 256),
-        counts=(16, 64, 256), length_base: int = 8, count_base: int = 16,
+        counts=(16, 64, 256), length_base: int = 8, count_base: int = 8,
         plot_path: str | Path | None = None) -> tuple[str, list[dict]]:
     """`length_base`: completions per point of the length sweep; `count_base`: tokens per point
     of the count sweep. Models in `size_specs` run only the size point (lengths[0] x length_base)."""

@@ -128,3 +128,10 @@ def render_question(tokenizer, question: str) -> str:
     if has_chat_template(tokenizer):
         return render_prompt(tokenizer, question)
     return f"{tokenizer.bos_token or ''}Question: {question}\nAnswer:"
+
+
+def non_sink_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens except each row's first one: its residual norm is ~100x the others (the
+    attention sink), so nothing proportional to it should be added or averaged."""
+    first = attention_mask.long().cumsum(-1) == 1
+    return attention_mask.bool() & ~first

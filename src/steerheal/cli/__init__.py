@@ -62,4 +62,4 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from . import basic, eval, loop, probes, vector, weights  # noqa: E402,F401  (register the commands)
+from . import basic, discover, eval, loop, probes, vector, weights  # noqa: E402,F401  (register the commands)

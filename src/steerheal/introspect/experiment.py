@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..answers import answer_logprobs
-from ..chat import render_question
+from ..chat import non_sink_mask, render_question
 from ..config import CalibrateConfig, IntrospectConfig
 from ..dose import calibrate
 from ..errors import SteerhealError
@@ -35,7 +35,7 @@ from ..models import LoadedModel
 from ..progress import progress
 from ..runs import ensure_writable_dir, write_json, write_text
 from ..steering.vector import SteeringVector
-from .gradients import check_layer, gradients, inject_mask, injected, residual_norm
+from .gradients import check_layer, gradients, injected, residual_norm
 from .projector import train_projector
 from .topics import TopicSet, check_topics, label_text
 
@@ -58,7 +58,7 @@ def score(lm: LoadedModel, layer: int, prompts: Sequence[str], vectors: torch.Te
     rep_vectors = vectors.repeat_interleave(a, dim=0).to(lm.device)
 
     def context(start, stop, mask):
-        return injected(lm, layer, rep_vectors[start:stop], inject_mask(mask))
+        return injected(lm, layer, rep_vectors[start:stop], non_sink_mask(mask))
 
     lp = answer_logprobs(lm, rep_prompts, list(answers) * n, batch_size=batch_size, context=context)
     return lp.view(n, a)

@@ -16,17 +16,13 @@ from contextlib import contextmanager
 import torch
 
 from ..answers import answer_ids
-from ..chat import pad_left, render_question, tokenize_rows
-from ..errors import SteerhealError
+from ..chat import non_sink_mask, pad_left, render_question, tokenize_rows
 from ..models import LoadedModel
+from ..steering.layers import check_layer as check_block
 
 
 def check_layer(lm: LoadedModel, layer: int) -> int:
-    if not 0 <= layer < lm.n_layers:
-        raise SteerhealError(f"layer {layer} is out of range for {lm.spec} "
-                             f"({lm.n_layers} blocks: 0..{lm.n_layers - 1})",
-                             f"choose a layer between 0 and {lm.n_layers - 1}")
-    return layer
+    return check_block(lm.n_layers, layer, model=lm.spec)
 
 
 def _hidden(output) -> torch.Tensor:
@@ -35,12 +31,6 @@ def _hidden(output) -> torch.Tensor:
 
 def _replace(output, hidden):
     return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
-
-
-def inject_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Real tokens except each row's first one (the attention sink carries a ~100x norm)."""
-    first = attention_mask.long().cumsum(-1) == 1
-    return attention_mask.bool() & ~first
 
 
 @contextmanager
@@ -123,5 +113,5 @@ def residual_norm(lm: LoadedModel, layer: int, texts: Sequence[str]) -> float:
         lm.model(**batch.model_inputs(), use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
-    mask = inject_mask(batch.attention_mask)
+    mask = non_sink_mask(batch.attention_mask)
     return float(seen["h"].norm(dim=-1)[mask].mean())

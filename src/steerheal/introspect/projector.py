@@ -8,17 +8,16 @@ of the topic labels of the training topics. Scored only on topics it never saw (
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..answers import answer_ids
-from ..chat import pad_left, tokenize_rows
+from ..chat import non_sink_mask, pad_left, tokenize_rows
 from ..config import IntrospectConfig
 from ..errors import SteerhealError
-from ..models import LoadedModel
-from .gradients import inject_mask, injected
+from ..models import LoadedModel, frozen_parameters
+from .gradients import injected
 
 
 def make_projector(kind: str, d: int, seed: int) -> nn.Module:
@@ -29,18 +28,6 @@ def make_projector(kind: str, d: int, seed: int) -> nn.Module:
         nn.init.zeros_(net.bias)
         return net
     return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-
-
-@contextmanager
-def frozen(model: nn.Module):
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def first_label_tokens(lm: LoadedModel, labels: Sequence[str]) -> torch.Tensor:
@@ -60,12 +47,12 @@ def train_projector(lm: LoadedModel, layer: int, units: torch.Tensor, targets: t
     firsts = first_label_tokens(lm, labels).to(lm.device)
     rows = tokenize_rows(lm.tokenizer, list(prompts), lm.max_positions)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with frozen(lm.model), torch.enable_grad():
+    with frozen_parameters(lm.model), torch.enable_grad():
         for _ in range(cfg.projector_steps):
             idx = torch.randperm(len(rows), generator=gen)[: cfg.batch_size]
             batch = pad_left([rows[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
             vecs = proj(units[idx].to(lm.device))
-            with injected(lm, layer, vecs, inject_mask(batch.attention_mask)):
+            with injected(lm, layer, vecs, non_sink_mask(batch.attention_mask)):
                 logits = lm.model(**batch.model_inputs(), use_cache=False, logits_to_keep=1).logits[:, -1]
             loss = nn.functional.cross_entropy(logits.float()[:, firsts], targets[idx].to(lm.device))
             opt.zero_grad()

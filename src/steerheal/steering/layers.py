@@ -43,3 +43,11 @@ def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
             f"choose layers in 0..{n_layers - 1}",
         )
     return sorted(set(layers))
+
+
+def check_layer(n_layers: int, layer: int, what: str = "layer", model: str = "the model") -> int:
+    """One block index, or a one-line error naming the valid range."""
+    if not 0 <= layer < n_layers:
+        raise SteerhealError(f"{what} {layer} is out of range for {model} ({n_layers} blocks: 0..{n_layers - 1})",
+                             f"choose a {what} between 0 and {n_layers - 1}")
+    return layer
