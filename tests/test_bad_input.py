@@ -141,6 +141,29 @@ CASES += [
      "multipliers must be", {}),
 ]
 
+def melbo_dir(d: Path) -> Path:
+    """A one-vector MELBO search on the tiny Llama (seconds)."""
+    from steerheal.config import DiscoverConfig
+    from steerheal.discover.pipeline import search
+    from steerheal.models import load_model
+
+    search(load_model("tiny-random-llama", "cpu", torch.float32), DiscoverConfig(method="melbo", n=1, melbo_steps=1),
+           d / "disc", log=lambda *_: None)
+    return d / "disc"
+
+
+CASES += [
+    ("discover-unknown-method", lambda i, o: ["discover", "search", *TINY, "--method", "vibes", "--out", str(o / "d")],
+     "unknown method", {}),
+    ("discover-melbo-target-before-source", lambda i, o: ["discover", "search", *TINY, "--method", "melbo",
+                                                          "--source", "2", "--target", "1", "--out", str(o / "d")],
+     "must come after source", {}),
+    ("discover-score-not-a-search", lambda i, o: ["discover", "score", str(i)], "not a discovery directory", {}),
+    ("discover-catalogue-from-another-model", lambda i, o: ["discover", "score", str(melbo_dir(i)), "-m",
+                                                            "tiny-random-gemma3", "--dtype", "float32"],
+     "was searched on tiny-random-llama", {}),
+]
+
 # Cases that run part of a loop: slower, still seconds on the tiny model.
 LOOP_CASES = [
     ("zero-kept-completions", lambda i, o: ["run", "--preset", "smoke", "--config",
