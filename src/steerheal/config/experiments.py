@@ -1,0 +1,158 @@
+"""Configs of the related systems (DESIGN.md section 9): weight steering, the resistance probe,
+gradient awareness and unsupervised discovery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .parse import _check
+
+
+@dataclass(frozen=True)
+class WeightSteerConfig:
+    """Weight steering (DESIGN.md section 9): two adapters trained on persona-conditioned samples."""
+
+    kinds: tuple[str, ...] = ("lora", "dora", "pissa", "ia3", "oft", "delora")
+    n_prompts: int = 64  # shipped contexts sampled under each persona
+    n_per_prompt: int = 1
+    max_new_tokens: int = 64
+    temperature: float | None = None  # None: the model's own default
+    filter: bool = True  # drop incoherent/narrating samples with the loop's scorers
+    rank: int = 8
+    lora_alpha: float = 16.0
+    layer_band: tuple[float, float] = (0.25, 0.75)
+    oft_block_size: int = 32
+    lr: float = 5e-4
+    lr_scale: tuple[tuple[str, float], ...] = (("ia3", 10.0),)  # IA3 scales need a larger step
+    epochs: int = 2
+    batch_size: int = 8
+    max_len: int = 256
+    store_dtype: Literal["float32", "bfloat16"] = "float32"  # dense parts of dW on disk
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_prompts >= 1 and self.n_per_prompt >= 1, "n_prompts and n_per_prompt must be >= 1",
+               "use positive counts")
+        _check(self.rank >= 1 and self.epochs >= 1 and self.batch_size >= 1,
+               "rank, epochs and batch_size must be >= 1", "use positive values")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}", "use e.g. 5e-4")
+        _check(0 <= self.layer_band[0] <= self.layer_band[1] <= 1,
+               f"layer_band must satisfy 0 <= lo <= hi <= 1, got {self.layer_band}", "use e.g. [0.25, 0.75]")
+        _check(self.store_dtype in ("float32", "bfloat16"), f"unknown store_dtype {self.store_dtype!r}",
+               "use 'float32' or 'bfloat16'")
+
+    def lr_for(self, kind: str) -> float:
+        return self.lr * dict(self.lr_scale).get(kind, 1.0)
+
+
+@dataclass(frozen=True)
+class ResistConfig:
+    """Steering-resistance probe (DESIGN.md section 9): per fact, steer towards its false answer."""
+
+    layers: str = "mid"  # where each fact vector is read and added
+    n_extract: int = 2  # paraphrases that build the vector; the rest measure the answer
+    target_kl: float = 1.0  # the iso-KL unit: coefficient multipliers are relative to this KL
+    multipliers: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    n_control: int = 16  # other facts' questions used as the capability check
+    break_frac: float = 0.75  # capability breaks below this fraction of the unsteered accuracy
+    kl_prompts: int = 4  # held-out prompts for the KL of each point (greedy steered rollouts)
+    kl_tokens: int = 8
+    batch_size: int = 16
+    limit: int | None = None  # first N facts only
+
+    def __post_init__(self) -> None:
+        _check(self.n_extract >= 1, f"n_extract must be >= 1, got {self.n_extract}", "use e.g. 2")
+        _check(self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}", "use e.g. 1.0 nats")
+        _check(len(self.multipliers) >= 2 and all(m != 0 for m in self.multipliers),
+               f"multipliers must be >= 2 non-zero values, got {self.multipliers}",
+               "list signed multiples of the iso-KL coefficient, e.g. [-1, 0.5, 1, 2]")
+        _check(self.n_control >= 1 and self.kl_prompts >= 1 and self.kl_tokens >= 1 and self.batch_size >= 1,
+               "n_control, kl_prompts, kl_tokens and batch_size must be >= 1", "use positive values")
+        _check(0 < self.break_frac < 1, f"break_frac must be in (0, 1), got {self.break_frac}", "use e.g. 0.75")
+        _check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}",
+               "omit it for every fact")
+
+
+@dataclass(frozen=True)
+class IntrospectConfig:
+    """Gradient-awareness experiment (DESIGN.md section 9): can the model name what it is corrected on?"""
+
+    mode: Literal["raw", "virtual", "projector"] = "raw"
+    layer: int | None = None  # None: the middle block
+    raw_scale: float = 1.0  # raw mode: injected norm as a multiple of the residual norm at the layer
+    target_kl: float = 1.0  # virtual mode: eta set so the median-norm gradient costs this p95 KL
+    projector: Literal["linear", "mlp"] = "linear"
+    projector_steps: int = 150
+    projector_lr: float = 1e-3
+    folds: int = 2  # projector: topics split into folds; each fold is scored by a map trained on the others
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.mode in ("raw", "virtual", "projector"), f"unknown mode {self.mode!r}",
+               "use raw, virtual or projector")
+        _check(self.projector in ("linear", "mlp"), f"unknown projector {self.projector!r}", "use linear or mlp")
+        _check(self.raw_scale > 0 and self.target_kl > 0, "raw_scale and target_kl must be > 0",
+               "use e.g. 1.0")
+        _check(self.projector_steps >= 1 and self.projector_lr > 0 and self.batch_size >= 1,
+               "projector_steps and batch_size must be >= 1 and projector_lr > 0", "use positive values")
+        _check(self.folds >= 2, f"folds must be >= 2, got {self.folds}", "use e.g. 2")
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Unsupervised discovery of steerable directions (DESIGN.md section 9, seed 001)."""
+
+    method: Literal["divergence", "melbo"] = "divergence"
+    n: int = 4  # independent searches (divergence) or orthogonal vectors (melbo)
+    seed: int = 0
+    # divergence: a rank-`rank` write at every block output (shared weights if `shared`)
+    rank: int = 2
+    shared: bool = False
+    alpha: float = 1.1  # weight of -KL(P_base || Q)
+    beta: float = 0.3  # weight of NLL(Q, y ~ Q)
+    lr: float = 1e-2
+    steps: int = 24  # optimiser steps per search (each samples a fresh on-policy batch)
+    batch_size: int = 8
+    sample_tokens: int = 32
+    prompt_frac: float = 0.75  # each search trains on its own random subset of the train prompts
+    # melbo: fixed-norm bias at `source`, maximising the change of block `target`'s output
+    source: int | None = None  # None: a quarter of the way up
+    target: int | None = None  # None: three quarters of the way up
+    radius: float = 1.0  # the bias norm, as a multiple of the residual norm at the source block
+    melbo_steps: int = 40
+    melbo_lr: float = 0.05
+    power: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("divergence", "melbo"), f"unknown method {self.method!r}", "use divergence or melbo")
+        _check(self.n >= 1 and self.rank >= 1 and self.steps >= 1 and self.melbo_steps >= 1 and self.batch_size >= 1,
+               "n, rank, steps, melbo_steps and batch_size must be >= 1", "use positive values")
+        _check(self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0,
+               f"alpha and beta must be >= 0, not both 0 (got {self.alpha}, {self.beta})", "use e.g. 1.1 and 0.3")
+        _check(self.lr > 0 and self.melbo_lr > 0 and self.radius > 0 and self.power >= 1,
+               "lr, melbo_lr and radius must be > 0 and power >= 1", "use the defaults")
+        _check(0 < self.prompt_frac <= 1 and self.sample_tokens >= 2,
+               "prompt_frac must be in (0, 1] and sample_tokens >= 2", "use e.g. 0.75 and 32")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Linearity and dose-response scoring of discovered directions."""
+
+    n_eval: int = 32  # held-out prompts
+    groups: int = 4  # prompt groups, one deviation description per group (rows of the cosine matrix)
+    new_tokens: int = 48
+    coeffs: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # dose-response, x the direction's scale
+    target_kl: float = 1.0  # the iso-KL unit marked on each dose-response
+    samples: int = 3  # completions shown per coefficient in the HTML page
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_eval >= 2 and 2 <= self.groups <= self.n_eval,
+               f"need n_eval >= 2 and 2 <= groups <= n_eval (got {self.n_eval}, {self.groups})", "use e.g. 32 and 4")
+        _check(self.new_tokens >= 1 and self.samples >= 1 and self.target_kl > 0,
+               "new_tokens and samples must be >= 1 and target_kl > 0", "use the defaults")
+        _check(0.0 in self.coeffs and len(self.coeffs) >= 3, f"coeffs must include 0 and two more, got {self.coeffs}",
+               "use e.g. [-1, 0, 1]")
