@@ -57,7 +57,7 @@ order where both run in one process.
   term's gradient norm (a second backward); `heal_round` does that every `grad_norm_every`
   steps (default 10), all other steps are "combined".
 - *Weight steering* (`--weightsteer` or `--only weightsteer`; not in the default run, which
-  has to stay under 15 minutes; the latest table is in `docs/weightsteer/bench.md`): per
+  has to stay under 15 minutes, so its table is not below): per
   adapter type, theta+ and theta- trained on two sets of 8 random-token completions (64
   tokens, batch 8, 1 epoch) from fresh bases as `weight-steer train` does;
   seconds per optimiser step, dW on disk (parts of rank <= 2r stored as exact factors)

@@ -308,11 +308,17 @@ def _load_sweeps(path: Path) -> dict[str, FactSweep]:
 
 
 def _check_provenance(out: Path, record: dict) -> None:
+    """The same model and settings as the run already in `out` (`limit` may differ: it says how
+    many facts, not how each is swept, so a run can be extended)."""
     record = json.loads(json.dumps(record))  # tuples become lists, as on disk
     cfg_path = out / "config.json"
+
+    def how(r: dict) -> dict:
+        return r | {"config": {k: v for k, v in r.get("config", {}).items() if k != "limit"}}
+
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if old != record:
+        if how(old) != how(record):
             raise SteerhealError(f"{out} holds a resistance run with other settings or model ({old.get('model')})",
                                  "use a new --out directory, or the same settings to resume")
     else:
