@@ -91,7 +91,7 @@ def melbo(lm: LoadedModel, prompts: Sequence[str], cfg: DiscoverConfig) -> tuple
                 opt.step()
                 with torch.no_grad():
                     theta.copy_(_project(theta.detach().cpu(), found, radius).to(lm.device))
-                trace.append(float(objective))
+                trace.append(float(objective.detach()))
             found.append(theta.detach().float().cpu())
             traces.append(trace)
     vectors = [SteeringVector({source: v}, model_spec=lm.spec, model_revision=lm.revision, d_model=lm.d_model,
