@@ -7,7 +7,7 @@ from steerheal.config import IntrospectConfig
 from steerheal.errors import SteerhealError
 from steerheal.introspect import load_topics, run_introspect
 from steerheal.introspect.experiment import conditions, score
-from steerheal.introspect.gradients import check_layer, correction_gradient, correction_loss, injected
+from steerheal.introspect.gradients import check_layer, correction_gradient, correction_loss
 from steerheal.introspect.topics import Item, Topic, TopicSet, check_topics
 
 
@@ -58,8 +58,6 @@ def test_controls_are_norm_matched_and_partnered():
 def test_zero_injection_changes_nothing_and_a_vector_changes_scores(tiny_llama):
     prompts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nhey you<|im_end|>\n"]
     plain = score(tiny_llama, 1, prompts, torch.zeros(2, tiny_llama.d_model), ["cat", "dog"], batch_size=4)
-    with injected(tiny_llama, 1, torch.zeros(2, tiny_llama.d_model), torch.zeros(2, 1, dtype=torch.bool)):
-        pass
     again = score(tiny_llama, 1, prompts, torch.zeros(2, tiny_llama.d_model), ["cat", "dog"], batch_size=1)
     torch.testing.assert_close(plain, again, rtol=1e-4, atol=1e-4)
     pushed = score(tiny_llama, 1, prompts, torch.randn(2, tiny_llama.d_model) * 5, ["cat", "dog"], batch_size=4)
