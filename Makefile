@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.steerheal-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,sweep]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 # steering-vectors and repeng for the peer comparison in `python -m bench` (see bench/peers.py).
 bench-peers: $(STAMP)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,sweep,bench]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps steering-vectors==0.12.2 repeng==0.4.0
 
 clean:

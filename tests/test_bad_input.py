@@ -162,6 +162,17 @@ CASES += [
     ("discover-catalogue-from-another-model", lambda i, o: ["discover", "score", str(melbo_dir(i)), "-m",
                                                             "tiny-random-gemma3", "--dtype", "float32"],
      "was searched on tiny-random-llama", {}),
+    ("unknown-device", lambda i, o: ["eval", "-m", "tiny-random-llama", "--device", "gpu0", "--limit", "1",
+                                     "-o", str(o / "e.json")], "unknown device 'gpu0'", {}),
+    ("export-unknown-format", lambda i, o: ["export", str(i), str(o / "x"), "--format", "gguf"],
+     "unknown export format", {}),
+    ("unknown-sweep", lambda i, o: ["sweep", "no-such-sweep", "--out", str(o / "sw")], "not found", {}),
+    ("sweep-bad-value", lambda i, o: ["sweep", str(write(i / "s.toml", '[grid]\n"heal.agg" = ["median"]\n')),
+                                      "--out", str(o / "sw")], "run agg-median", {}),
+    ("sweep-run-dir-holds-another-config", lambda i, o: [
+        "sweep", "smoke-2x2", "--out", str(write(o / "sw" / "runs" / "agg-mean_seed-0" / "config.json",
+                                                  '{"model": "smollm2-135m"}').parents[2])],
+     "holds a different config", {}),
 ]
 
 # Cases that run part of a loop: slower, still seconds on the tiny model.

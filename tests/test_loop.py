@@ -91,3 +91,35 @@ def test_presets_parse():
     ref = RunConfig.from_dict(load_preset("reference"))
     assert ref.model == "google/gemma-3-4b-it" and ref.heal.lora_rank == 32 and ref.rounds == 8
     assert loop_mod._seed(0, 1, "heal") == loop_mod._seed(0, 1, "heal") != loop_mod._seed(0, 2, "heal")
+
+
+def test_export_both_formats_load_with_plain_transformers_and_peft(finished_run, tmp_path):
+    """`steerheal export --format both`: the merged directory and the PEFT stack equal the student."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from steerheal.chat import encode, render_prompt
+    from steerheal.cli import app
+    from steerheal.models import load_model
+
+    run_dir, _ = finished_run
+    r = CliRunner().invoke(app, ["export", str(run_dir), str(tmp_path / "out"), "--format", "both"])
+    assert r.exit_code == 0, r.output
+    student = load_model("tiny-random-llama", "cpu", torch.float32)
+    loop_mod.load_run_history(student, run_dir)
+    batch = encode(student.tokenizer, [render_prompt(student.tokenizer, "a question")], 512)
+    with torch.no_grad():
+        want = student.model(**batch.model_inputs()).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "merged", dtype=torch.float32)
+        torch.testing.assert_close(merged(**batch.model_inputs()).logits, want, atol=1e-4, rtol=0)
+        stack_dir = tmp_path / "out" / "adapters"
+        names = json.loads((stack_dir / "history.json").read_text())["names"]
+        assert names == ["r00", "r01"]
+        base = load_model("tiny-random-llama", "cpu", torch.float32).model  # plain PEFT from here on
+        assert (base(**batch.model_inputs()).logits - want).abs().max() > 1e-3  # the heal changed something
+        peft = PeftModel.from_pretrained(base, stack_dir / "r00", adapter_name="r00")
+        peft.load_adapter(stack_dir / "r01", adapter_name="r01")
+        peft.base_model.set_adapter(names)
+        torch.testing.assert_close(peft(**batch.model_inputs()).logits, want, atol=1e-4, rtol=0)

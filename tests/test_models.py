@@ -3,7 +3,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from steerheal.errors import SteerhealError
-from steerheal.models import decoder_blocks, load_model, pick_dtype
+from steerheal.models import decoder_blocks, load_model, pick_device, pick_dtype
 
 
 def test_tiny_models_expose_their_decoder_blocks(tiny_llama, tiny_gemma):
@@ -49,3 +49,11 @@ def test_embedded_model_loads_dequantised_with_chat_template(smollm):
     assert getattr(smollm.model.config, "quantization_config", None) is None
     assert "<|im_start|>assistant" in smollm.tokenizer.chat_template
     assert smollm.revision == "b179c9523d0e"
+
+
+def test_device_auto_uses_the_best_device_and_inputs_go_to_the_embedding():
+    lm = load_model("tiny-random-llama", "auto", torch.float32)  # no GPU here: "auto" is the best single device
+    assert lm.device == pick_device() == lm.model.get_input_embeddings().weight.device
+    assert all(lm.block_device(k) == lm.device for k in range(lm.n_layers))
+    with pytest.raises(SteerhealError, match="unknown device 'gpu0'.*cuda:N"):
+        pick_device("gpu0")

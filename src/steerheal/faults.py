@@ -5,6 +5,8 @@ with SIGKILL, as an out-of-memory killer or a pulled plug would: no `finally`, n
 Points: `generate` (after a sampling batch), `heal_step` (after an optimiser step), `write`
 (an artefact fully written to its temp file, before the rename), `event` (half an event line
 written). `STEERHEAL_FAULT=nan_loss` instead turns the heal loss into NaN.
+`STEERHEAL_FAULT_ONCE=PATH` makes the fault fire in one process only, across processes: the
+first to fire creates PATH, and no process fires while PATH exists (a sweep's retry test).
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ def fires(point: str) -> bool:
     if spec is None or spec[0] != point:
         return False
     _counts[point] = _counts.get(point, 0) + 1
-    return _counts[point] == spec[1]
+    if _counts[point] != spec[1]:
+        return False
+    once = os.environ.get("STEERHEAL_FAULT_ONCE")
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL))  # atomic: exactly one process wins
+        except FileExistsError:
+            return False
+    return True
 
 
 def kill() -> None:

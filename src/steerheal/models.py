@@ -3,7 +3,9 @@
 Specs (DESIGN.md section 2): an embedded name (`smollm2-135m`), an in-process tiny random
 model (`tiny-random-llama`, `tiny-random-gemma3`), a local HF directory, a `.gguf` file, or a
 Hugging Face hub id. Device and dtype are picked at run time (CUDA > MPS > CPU; bf16 where
-the hardware supports it) and can be overridden.
+the hardware supports it) and can be overridden. `device="auto"` spreads a model that does not
+fit one GPU over every visible GPU (transformers' `device_map="auto"`); the steering hooks, heal
+loss and evaluation move their tensors to the device of the block or head they meet.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
+    """The device to load on; "auto" (a device map) resolves to the first accelerator's type."""
+    if device is not None and str(device) != "auto":
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise SteerhealError(f"unknown device {device!r}", "use cpu, cuda, cuda:N, mps or auto") from exc
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -96,7 +102,12 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (the first GPU of a device map)."""
+        return unwrap(self.model).get_input_embeddings().weight.device
+
+    def block_device(self, layer: int) -> torch.device:
+        """The device of decoder block `layer` (differs from `device` under a device map)."""
+        return next(self.blocks[layer].parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -126,12 +137,12 @@ def _config_hash(model: nn.Module) -> str:
     return hashlib.sha256(cfg.encode()).hexdigest()[:12]
 
 
-def _load_hf(path_or_id: str, device, dtype, **kwargs):
+def _load_hf(path_or_id: str, device, dtype, device_map=None, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, device_map=device_map, **kwargs)
     except (OSError, ValueError) as exc:
         raise SteerhealError(
             f"cannot load model {path_or_id!r} ({str(exc).splitlines()[0][:160]})",
@@ -139,7 +150,12 @@ def _load_hf(path_or_id: str, device, dtype, **kwargs):
             "or a hub id reachable from this machine",
         ) from exc
     embedded.clear_gguf_quantizer(model)
-    return model.to(device), tok
+    offloaded = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()} & {"cpu", "disk"})
+    if device_map is not None and offloaded:
+        raise SteerhealError(f"model {path_or_id!r} does not fit the visible GPUs (device_map put blocks on "
+                             f"{', '.join(offloaded)})", "use more or larger GPUs, or a smaller model; "
+                             "offloading is not supported (weight steering writes into the weights)")
+    return (model if device_map is not None else model.to(device)), tok
 
 
 def load_model(spec: str, device: str | torch.device | None = None,
@@ -149,24 +165,26 @@ def load_model(spec: str, device: str | torch.device | None = None,
         raise SteerhealError("empty model spec", "pass e.g. --model smollm2-135m")
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    # A device map only where there is more than one place to put layers; elsewhere "auto" = best device.
+    device_map = "auto" if str(device) == "auto" and dev.type == "cuda" else None
     if spec in tiny.TINY_MODELS:
         model, tok = tiny.TINY_MODELS[spec](seed)
         model = model.to(device=dev, dtype=dt)
         revision = f"seed{seed}-{_config_hash(model)}"
     elif spec in embedded.EMBEDDED:
-        model, tok = _load_hf(str(embedded.ensure_converted(spec)), dev, dt)
+        model, tok = _load_hf(str(embedded.ensure_converted(spec)), dev, dt, device_map)
         revision = embedded.EMBEDDED[spec].sha256[:12]
     elif spec.endswith(".gguf"):
         path = Path(spec)
         if not path.is_file():
             raise SteerhealError(f"GGUF file {spec} does not exist", "check the path")
-        model, tok = _load_hf(str(path.parent), dev, dt, gguf_file=path.name)
+        model, tok = _load_hf(str(path.parent), dev, dt, device_map, gguf_file=path.name)
         revision = _config_hash(model)
     elif Path(spec).is_dir():
-        model, tok = _load_hf(spec, dev, dt)
+        model, tok = _load_hf(spec, dev, dt, device_map)
         revision = _config_hash(model)
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        model, tok = _load_hf(spec, dev, dt)
+        model, tok = _load_hf(spec, dev, dt, device_map)
         revision = getattr(model.config, "_commit_hash", None) or _config_hash(model)
     else:
         raise SteerhealError(

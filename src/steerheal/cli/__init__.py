@@ -1,7 +1,7 @@
 """The command-line face: parse arguments, call one library function per command.
 
 `app` and the shared option types live here; each group of commands has its own module
-(`vector`, `eval`, `loop`, `basic`), imported at the bottom so they register on `app`.
+(`vector`, `eval`, `loop`, `basic`, `sweep`, ...), imported at the bottom so they register on `app`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ app.add_typer(eval_app, name="eval")
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: embedded name, tiny-random-*, "
                                        "local dir, .gguf file or hub id.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, mps (default: best available).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps, or auto (spread a model too big for "
+                                               "one GPU over all GPUs; default: best available).")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: bf16 where supported).")]
 
 
@@ -62,4 +63,4 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from . import basic, discover, eval, loop, probes, vector, weights  # noqa: E402,F401  (register the commands)
+from . import basic, discover, eval, loop, probes, sweep, vector, weights  # noqa: E402,F401  (register the commands)

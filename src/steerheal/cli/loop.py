@@ -90,16 +90,21 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with healed rounds.")],
-    out: Annotated[Path, typer.Argument(help="Output directory for the merged model.")],
+    out: Annotated[Path, typer.Argument(help="Output directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="merged: one HF model directory (plain transformers, "
+                                     "vLLM); peft: the adapter stack, one PEFT folder per round + history.json; "
+                                     "both: OUT/merged and OUT/adapters.")] = "merged",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
 ) -> None:
-    """Merge every healed round's adapter into the base weights and save a plain HF model."""
+    """Export the healed student: merged into the base weights, and/or as its stack of PEFT adapters."""
     from ..config import RunConfig
     from ..loop import load_run_history
     from ..models import load_model
-    from ..runs import ensure_writable_dir
+    from ..runs import atomic_dir, ensure_writable_dir
 
+    if fmt not in ("merged", "peft", "both"):
+        raise SteerhealError(f"unknown export format {fmt!r}", "use merged, peft or both")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise SteerhealError(f"{run_dir} has no config.json", "pass a directory written by `steerheal run`")
@@ -107,8 +112,17 @@ def export_cmd(
     ensure_writable_dir(out)
     lm = load_model(cfg.model, device, dtype or cfg.dtype, seed=cfg.seed)
     history = load_run_history(lm, run_dir)
-    history.export_merged(out)
-    typer.echo(f"merged {', '.join(history.names)} into {out} (load with AutoModelForCausalLM.from_pretrained)")
+    names = ", ".join(history.names)
+    if fmt in ("peft", "both"):
+        target = out / "adapters" if fmt == "both" else out
+        with atomic_dir(target) as tmp:
+            history.save(tmp)
+        typer.echo(f"wrote the adapter stack {names} to {target} (PeftModel.from_pretrained(base, "
+                   f"'{target}/r00', adapter_name='r00'), then load_adapter for the others)")
+    if fmt in ("merged", "both"):
+        target = out / "merged" if fmt == "both" else out
+        history.export_merged(target, in_place=True)  # last use of the history: no second weight copy
+        typer.echo(f"merged {names} into {target} (load with AutoModelForCausalLM.from_pretrained)")
 
 
 @app.command("heal")

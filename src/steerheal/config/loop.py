@@ -186,7 +186,7 @@ class RunConfig:
     """The steer-heal loop (DESIGN.md section 7). Presets live in steerheal/data/presets/."""
 
     model: str = "smollm2-135m"
-    device: str | None = None
+    device: str | None = None  # None: best available; "auto": a device map over every GPU (models.load_model)
     dtype: str | None = None
     pair: str = "care-over-authority"
     axis: str | None = None  # foundation to track; None: the pair's target_foundation

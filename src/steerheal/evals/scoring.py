@@ -110,14 +110,18 @@ def score_candidates(lm: LoadedModel, texts: Sequence[str], candidates: Sequence
         for s in progress(starts, desc=desc, total=len(starts)):
             chunk = jobs[s:s + batch_size]
             if single:
-                logp = _score_batch(lm, prefix, [rows[i][common:] for i, _ in chunk], 1)[:, -1].cpu()
-                out[[i for i, _ in chunk]] = logp[:, first]
+                # Gather the candidates on the model's device: only [B, C] crosses to the CPU, not [B, V].
+                logp = _score_batch(lm, prefix, [rows[i][common:] for i, _ in chunk], 1)[:, -1]
+                out[[i for i, _ in chunk]] = logp[:, first.to(logp.device)].cpu()
                 continue
             suffixes = [rows[i][common:] + cand_ids[j] for i, j in chunk]
             keep = max(len(cand_ids[j]) for _, j in chunk) + 1
-            logp = _score_batch(lm, prefix, suffixes, keep).cpu()  # [B, keep, V]
-            for b, (i, j) in enumerate(chunk):
-                c = torch.tensor(cand_ids[j])
+            logp = _score_batch(lm, prefix, suffixes, keep)  # [B, keep, V]
+            sums = []
+            for b, (_, j) in enumerate(chunk):
+                c = torch.tensor(cand_ids[j], device=logp.device)
                 span = logp[b, keep - 1 - len(c): keep - 1]  # positions that predict the candidate
-                out[i, j] = span.gather(1, c.view(-1, 1)).sum()
+                sums.append(span.gather(1, c.view(-1, 1)).sum())
+            for (i, j), value in zip(chunk, torch.stack(sums).cpu(), strict=True):
+                out[i, j] = value
     return out

@@ -168,8 +168,20 @@ class AdapterHistory:
         clone = copy.deepcopy(self.peft_model)
         return clone.merge_and_unload(adapter_names=list(self.names))
 
-    def export_merged(self, directory: str | Path) -> Path:
-        model = self.merged_copy()
-        model.save_pretrained(str(directory))
-        self.lm.tokenizer.save_pretrained(str(directory))
+    def export_merged(self, directory: str | Path, *, in_place: bool = False) -> Path:
+        """Save base + every gated adapter as one plain HF model directory (+ tokenizer), atomically.
+
+        `in_place` merges into the loaded model instead of a deep copy (no second copy of the
+        weights, which matters on a GPU) and ends the history: its adapters are gone afterwards.
+        """
+        from ..runs import atomic_dir
+
+        if in_place:
+            model = self.peft_model.merge_and_unload(adapter_names=list(self.names))
+            self.lm.model, self.names, self.gates = model, [], {}
+        else:
+            model = self.merged_copy()
+        with atomic_dir(directory) as tmp:
+            model.save_pretrained(str(tmp))
+            self.lm.tokenizer.save_pretrained(str(tmp))
         return Path(directory)

@@ -53,7 +53,9 @@ def completion_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, 
                                   position_ids=batch.position_ids, use_cache=False).last_hidden_state
     rows, cols = batch.target_mask.nonzero(as_tuple=True)
     targets = batch.input_ids[rows, cols + 1]
-    return _head(model, hidden[rows, cols]), targets, rows
+    # Under a device map the last block and the head may sit on other GPUs than the inputs.
+    logits = _head(model, hidden[rows.to(hidden.device), cols.to(hidden.device)])
+    return logits, targets.to(logits.device), rows.to(logits.device)
 
 
 def _chunk_terms(student: torch.Tensor, ref: torch.Tensor | None, targets: torch.Tensor, kind: str):
@@ -96,7 +98,7 @@ def heal_loss(history: AdapterHistory, batch: Batch, cfg: HealConfig, rounds_bak
     spec = nll.new_zeros(())
     if cfg.spectral_lam > 0:
         sig = [lora_sigma_max(a, b, s) for a, b, s in history.lora_factors(history.current)]
-        spec = cfg.spectral_lam * torch.stack(sig).mean()
+        spec = cfg.spectral_lam * torch.stack([x.to(nll.device) for x in sig]).mean()
     if faults.active("nan_loss"):  # test hook: the path a diverged run takes
         nll = nll * float("nan")
     return {"loss": nll + bar + spec, "nll": nll, "D": d, "barrier": bar, "spectral": spec,

@@ -93,7 +93,7 @@ def steering(lm: LoadedModel, specs: Sequence[SteerSpec], *, prompt_len: int | N
     for spec in specs:
         spec.vector.check_compatible(lm, allow_other_model=allow_other_model)
         for layer, v in spec.vector.directions.items():
-            v = v.to(lm.device)
+            v = v.to(lm.block_device(layer))  # under a device map each block may sit on its own GPU
             by_layer.setdefault(layer, []).append(
                 ((float(spec.coeff) * v).to(lm.dtype), v if spec.cosine_gated else None, spec.scope))
     offset = _Offset()

@@ -1,0 +1,202 @@
+"""Execute a sweep on Ray: one task per run, retried once, finished runs skipped on re-submit.
+
+Layout of a sweep directory (every path a Ray worker writes must be reachable by it: on a
+cluster, put the sweep directory on storage every node mounts):
+
+    sweep.json           the expanded sweep: every run's name, overrides and full config
+    state.json           per run: attempts (status, wall seconds, error), rewritten after each
+    runs/<name>/         a normal `steerheal run` directory (report.html, summary.json, ...)
+    results.json, results.csv, results.md, sweep.png   the comparison (see results.py)
+
+A task never raises: it returns a status dict, so a user error inside a run (zero kept
+completions, say) is reported with its message instead of a pickled traceback. A failed run is
+submitted again with resume, so its second attempt continues from its last completed stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SteerhealError
+from ..runs import ensure_writable_dir, write_json
+from .share import prefix_key, seed_from_leader
+from .spec import Sweep, SweepRun
+
+
+def run_one(config: dict, run_dir: str, num_threads: int) -> dict:
+    """The body of one Ray task: the steer-heal loop in `run_dir`, resuming whatever is there."""
+    start = time.time()
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, num_threads))
+        from ..config import RunConfig
+        from ..loop import SteerHealLoop
+
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / "log.txt", "a", encoding="utf-8") as log:
+            def say(msg: str) -> None:
+                log.write(msg + "\n")
+                log.flush()
+
+            SteerHealLoop(RunConfig.from_dict(config), path, resume=True, log=say).run_all()
+        return {"status": "done", "wall_s": time.time() - start}
+    except SteerhealError as exc:
+        return {"status": "failed", "wall_s": time.time() - start, "error": str(exc)}
+    except Exception as exc:  # a bug: keep the traceback in the state file
+        return {"status": "failed", "wall_s": time.time() - start,
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+def is_finished(run: SweepRun, run_dir: Path) -> bool:
+    """Finished: the config matches, the last event is `done` and the summary has every planned round."""
+    cfg_path, events = run_dir / "config.json", run_dir / "events.jsonl"
+    if not (cfg_path.is_file() and (run_dir / "summary.json").is_file() and events.is_file()):
+        return False
+    check_same_config(run, run_dir)
+    lines = events.read_text(encoding="utf-8").splitlines()
+    if not lines or json.loads(lines[-1]).get("stage") != "done":
+        return False
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return len(summary["rounds"]) >= run.config.rounds or bool(summary["stopped_early"])  # more rounds: extend
+
+
+def check_same_config(run: SweepRun, run_dir: Path) -> None:
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        return
+    stored = json.loads(cfg_path.read_text())
+    expected = json.loads(json.dumps(run.config_dict()))
+    stored.pop("rounds", None), expected.pop("rounds", None)  # more rounds extend a run, as --resume does
+    if stored != expected:
+        changed = sorted(k for k in expected.keys() | stored.keys() if stored.get(k) != expected.get(k))
+        raise SteerhealError(f"run directory {run_dir} holds a different config for run {run.name!r} "
+                             f"(differs in {changed})",
+                             "write the changed sweep to a new --out, or delete that run directory to redo it")
+
+
+@dataclass
+class SweepState:
+    """Attempts per run, persisted to state.json after every change."""
+
+    path: Path
+    attempts: dict[str, list[dict]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> SweepState:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        return cls(path, data.get("attempts", {}))
+
+    def add(self, name: str, result: dict) -> None:
+        self.attempts.setdefault(name, []).append(result)
+        write_json(self.path, {"attempts": self.attempts})
+
+    def wall_s(self, name: str) -> float:
+        return sum(a.get("wall_s", 0.0) for a in self.attempts.get(name, []))
+
+
+def gpus_per_run(resources, cluster_gpus: float) -> float:
+    if resources.num_gpus == "auto":
+        return 1.0 if cluster_gpus >= 1 else 0.0
+    return float(resources.num_gpus)
+
+
+def execute(sweep: Sweep, out: Path, *, address: str | None = None, log: Callable[[str], None] = print) -> SweepState:
+    """Run every unfinished run of `sweep` under `out` on Ray (local unless `address`/RAY_ADDRESS)."""
+    import ray
+
+    out = Path(out).resolve()
+    for run in sweep.runs:  # fail before writing anything if a directory holds another config
+        check_same_config(run, out / "runs" / run.name)
+    runs_dir = ensure_writable_dir(out / "runs")
+    write_json(out / "sweep.json", sweep.to_dict())
+    state = SweepState.load(out / "state.json")
+    todo = [r for r in sweep.runs if not is_finished(r, runs_dir / r.name)]
+    log(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} already finished, "
+        f"{len(todo)} to run")
+    if not todo:
+        return state
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init_ray(ray, address or os.environ.get("RAY_ADDRESS"), sweep.resources)
+    try:
+        gpus = gpus_per_run(sweep.resources, ray.cluster_resources().get("GPU", 0))
+        task = ray.remote(run_one).options(num_cpus=sweep.resources.num_cpus, num_gpus=gpus, max_retries=0)
+        finished = [r for r in sweep.runs if r not in todo]
+        _schedule(sweep, todo, finished, runs_dir, task, state, ray, log)
+    finally:
+        if started_here:  # a session the caller opened stays open
+            ray.shutdown()
+    return state
+
+
+def _init_ray(ray, address: str | None, resources) -> None:
+    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    # Workers import steerheal from the driver's working directory for a local source checkout.
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=env, **common)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(resources.num_cpus)), runtime_env=env, **common)
+
+
+def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs_dir: Path, task,
+              state: SweepState, ray, log) -> None:
+    """Leaders (one per shared prefix) first; a group's other runs start once its leader is done.
+
+    A group with an already finished run (a re-submit) has no leader: every member starts at once
+    from that run's stages.
+    """
+    share = sweep.resources.share_stages
+    groups: dict[str, list[SweepRun]] = {}
+    for run in todo:
+        groups.setdefault(prefix_key(run.config) if share else run.name, []).append(run)
+    done_by_key = {prefix_key(r.config): r for r in finished} if share else {}
+    tries = {r.name: 0 for r in todo}
+    threads = max(1, int(sweep.resources.num_cpus))
+    pending: dict = {}
+    waiting: dict[str, list[SweepRun]] = {}
+
+    def submit(run: SweepRun) -> None:
+        tries[run.name] += 1
+        pending[task.remote(run.config_dict(), str(runs_dir / run.name), threads)] = (run, time.time())
+        log(f"  start {run.name} (attempt {tries[run.name]})")
+
+    def release(source: SweepRun | None, members: list[SweepRun]) -> None:
+        for member in members:
+            if source is not None and seed_from_leader(runs_dir / source.name, runs_dir / member.name):
+                log(f"  {member.name}: round-0 pre-heal stages shared from {source.name}")
+            submit(member)
+
+    for key, members in groups.items():
+        if key in done_by_key:
+            release(done_by_key[key], members)
+        else:
+            waiting[members[0].name] = members[1:]
+            submit(members[0])
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        run, submitted = pending.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except Exception as exc:  # the worker died (killed, out of memory, node lost): the retry resumes
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            result = {"status": "failed", "wall_s": time.time() - submitted,
+                      "error": f"worker lost: {type(exc).__name__}: {first}"}
+        state.add(run.name, {**result, "attempt": tries[run.name]})
+        if result["status"] == "done":
+            log(f"  done  {run.name} in {result['wall_s']:.0f} s")
+        else:
+            log(f"  FAILED {run.name} (attempt {tries[run.name]}): {result['error']}")
+            if tries[run.name] <= sweep.resources.retries:
+                submit(run)
+                continue
+        # The leader finished or gave up: release its group, sharing whatever pre-heal stages it completed.
+        release(run, waiting.pop(run.name, []))

@@ -1,0 +1,135 @@
+"""`steerheal sweep`: the file format, stage sharing, and a 2x2 smoke sweep on a local Ray."""
+
+import json
+
+import pytest
+
+from steerheal.errors import SteerhealError
+from steerheal.sweep import collect, execute, load_sweep, parse_sweep
+from steerheal.sweep.runner import SweepState, is_finished
+from steerheal.sweep.share import SHARED_STAGES, prefix_key
+
+
+def test_grid_list_and_seeds_expand_to_named_runs():
+    sweep = parse_sweep({"preset": "smoke", "seeds": [0, 1], "base": {"rounds": 1},
+                         "grid": {"heal.agg": ["mean", "p95"], "heal.tau": [0.5, 1.0]},
+                         "runs": [{"heal.reg": "nll"}]})
+    names = [r.name for r in sweep.runs]
+    assert len(names) == (2 * 2 + 1) * 2 == len(set(names))
+    assert "agg-p95_tau-1.0_seed-1" in names and "reg-nll_seed-0" in names
+    run = next(r for r in sweep.runs if r.name == "agg-p95_tau-1.0_seed-1")
+    assert (run.config.heal.agg, run.config.heal.tau, run.config.seed, run.config.rounds) == ("p95", 1.0, 1, 1)
+    assert run.config.model == "tiny-random-llama"  # from the preset
+    assert run.config.heal.lr == 0.001  # the preset's nested heal settings survive a dotted override
+    assert sweep.varied == ["heal.agg", "heal.reg", "heal.tau", "seed"]
+
+
+def test_shipped_matched_sweep_changes_only_the_heal_aggregation_or_reg():
+    sweep = load_sweep("agg-matched")
+    assert len(sweep.runs) == 15
+    configs = [r.config_dict() for r in sweep.runs]
+    for cfg in configs:
+        cfg["heal"].pop("agg"), cfg["heal"].pop("reg"), cfg.pop("seed")
+    assert all(c == configs[0] for c in configs)  # matched: tau, lam, reference, data, model all equal
+    assert {(r.config.heal.reg, r.config.heal.agg) for r in sweep.runs if r.config.heal.reg != "nll"} == {
+        ("kl_rev", a) for a in ("mean", "rmse", "p95", "max")}
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"grid": {"heal.agg": ["mean", "median"]}}, "run agg-median"),  # the bad run is named
+    ({"grid": {"heal.agg": []}}, "non-empty list"),
+    ({"grd": {}}, "unknown key"),
+    ({"runs": [{"seed": 1}, {"seed": 1}]}, "both named"),
+    ({"seeds": [0.5]}, "seeds must be"),
+    ({"resources": {"num_gpus": -1}}, "num_gpus"),
+    ({"resources": {"gpus": 1}}, "unknown resource key"),
+])
+def test_bad_sweep_files_fail_before_running(raw, needle):
+    with pytest.raises(SteerhealError, match=needle):
+        parse_sweep({"preset": "smoke", **raw})
+
+
+def test_unknown_sweep_name_lists_the_shipped_ones():
+    with pytest.raises(SteerhealError, match="agg-matched"):
+        load_sweep("no-such-sweep")
+
+
+def test_prefix_key_ignores_heal_settings_but_not_the_seed():
+    sweep = parse_sweep({"preset": "smoke", "grid": {"heal.agg": ["mean", "max"], "heal.reg": ["nll", "kl_fwd"],
+                                                     "seed": [0, 1]}})
+    keys = {}
+    for run in sweep.runs:
+        keys.setdefault(prefix_key(run.config), set()).add(run.config.seed)
+    assert len(keys) == 2 and all(len(seeds) == 1 for seeds in keys.values())
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    """The shipped 2x2 smoke sweep on a local Ray; one worker is SIGKILLed once mid-heal."""
+    out = tmp_path_factory.mktemp("sweep")
+    marker = out / "fault-fired"
+    with pytest.MonkeyPatch.context() as mp:  # workers inherit the driver's environment on a local Ray
+        mp.setenv("STEERHEAL_FAULT", "heal_step:1")
+        mp.setenv("STEERHEAL_FAULT_ONCE", str(marker))
+        mp.delenv("RAY_ADDRESS", raising=False)
+        sweep = load_sweep("smoke-2x2")
+        lines = []
+        state = execute(sweep, out, log=lines.append)
+    return sweep, out, state, lines, marker
+
+
+def test_smoke_sweep_runs_every_run_and_retries_the_killed_one(smoke_sweep):
+    sweep, out, state, lines, marker = smoke_sweep
+    assert marker.exists()  # the fault fired, in exactly one worker
+    attempts = {name: [a["status"] for a in tries] for name, tries in state.attempts.items()}
+    assert sorted(attempts) == sorted(r.name for r in sweep.runs)
+    assert sorted(map(tuple, attempts.values())) == [("done",)] * 3 + [("failed", "done")]
+    killed = next(n for n, a in attempts.items() if a[0] == "failed")
+    assert "worker lost" in state.attempts[killed][0]["error"]
+    events = [json.loads(x) for x in (out / "runs" / killed / "events.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in events].count("generate") == 1  # the retry resumed, it did not restart
+
+
+def test_runs_differing_only_in_agg_share_round0_data(smoke_sweep):
+    _, out, _, lines, _ = smoke_sweep
+    for seed in (0, 1):
+        leader, member = out / "runs" / f"agg-mean_seed-{seed}", out / "runs" / f"agg-rmse_seed-{seed}"
+        for files in SHARED_STAGES.values():
+            for rel in files:
+                assert (leader / rel).read_bytes() == (member / rel).read_bytes()
+        shared = [json.loads(x) for x in (member / "events.jsonl").read_text().splitlines()]
+        assert {e.get("shared_from") for e in shared if e["stage"] in {s for s, _ in SHARED_STAGES}} == {leader.name}
+        assert json.loads((member / "config.json").read_text())["heal"]["agg"] == "rmse"
+        assert (member / "rounds" / "r00" / "adapter").is_dir() and (member / "summary.json").is_file()
+    assert sum("shared from" in line for line in lines) == 2
+
+
+def test_sweep_results_table_and_plot(smoke_sweep):
+    sweep, out, state, _, _ = smoke_sweep
+    results = collect(sweep, out, state)
+    assert [r["run"] for r in results["runs"]] == [r.name for r in sweep.runs]
+    for row in results["runs"]:
+        assert row["status"] == "done" and row["rounds_done"] == 1 and row["wall_s"] > 0
+        assert row["delta_lo"] <= row["delta"] <= row["delta_hi"]
+        assert 0 < row["pmass_ratio"]
+    assert {g["heal.agg"]: g["n"] for g in results["groups"]} == {"mean": 2, "rmse": 2}
+    table = (out / "results.md").read_text()
+    assert table.count("| agg-") == 4 and "mean delta" in table
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("run,heal.agg,seed,status")
+
+
+def test_resubmit_skips_finished_runs_and_rejects_a_changed_config(smoke_sweep):
+    sweep, out, _, _, _ = smoke_sweep
+    lines = []
+    state = execute(sweep, out, log=lines.append)  # returns before starting Ray: nothing to run
+    assert "4 already finished, 0 to run" in lines[0]
+    assert all(len(a) <= 2 for a in state.attempts.values())
+    changed = parse_sweep({"preset": "smoke", "base": {"rounds": 1, "n_prompts": 4},
+                           "grid": {"heal.agg": ["mean", "rmse"], "seed": [0, 1]}})
+    with pytest.raises(SteerhealError, match="different config.*n_prompts"):
+        execute(changed, out, log=lambda _: None)
+    assert SweepState.load(out / "state.json").attempts == state.attempts
+    longer = parse_sweep({"preset": "smoke", "base": {"rounds": 2}, "grid": {"heal.agg": ["mean", "rmse"],
+                                                                             "seed": [0, 1]}})
+    assert not any(is_finished(r, out / "runs" / r.name) for r in longer.runs)  # more rounds extend the runs
