@@ -19,12 +19,20 @@ PROMPTS = ["Anna: I never told you this, but", "Dear diary, today I finally", "T
 
 
 def test_divergence_training_raises_kl_while_own_nll_stays_bounded(tiny_llama):
-    cfg = DiscoverConfig(steps=30, batch_size=6, sample_tokens=12, lr=0.05, prompt_frac=1.0)
+    cfg = DiscoverConfig(steps=30, batch_size=6, sample_tokens=12, lr=0.05, prompt_frac=1.0, kl_stop=None)
     _, trace = train_writes(tiny_llama, PROMPTS, cfg, seed=0)
     early, late = sum(trace.kl[:5]) / 5, sum(trace.kl[-5:]) / 5
     assert late > early * 3 and late > 0.02, trace.kl
     assert max(trace.nll) < 2 * torch.log(torch.tensor(float(tiny_llama.tokenizer.vocab_size))).item()
     assert all(p.grad is None for p in tiny_llama.model.parameters())
+    assert trace.stopped_at is None and len(trace.kl) == 30
+
+
+def test_divergence_search_stops_at_its_kl_budget(tiny_llama):
+    cfg = DiscoverConfig(steps=30, batch_size=6, sample_tokens=12, lr=0.05, prompt_frac=1.0, kl_stop=0.02)
+    _, trace = train_writes(tiny_llama, PROMPTS, cfg, seed=0)
+    assert trace.stopped_at is not None and len(trace.kl) == trace.stopped_at + 1 < 30, trace.kl
+    assert trace.kl[-1] >= 0.02 and all(k < 0.02 for k in trace.kl[:-1])
 
 
 def test_mean_write_direction_is_the_average_write_on_base_activations(tiny_llama):

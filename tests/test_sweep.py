@@ -22,6 +22,9 @@ def test_grid_list_and_seeds_expand_to_named_runs():
     assert run.config.model == "tiny-random-llama"  # from the preset
     assert run.config.heal.lr == 0.001  # the preset's nested heal settings survive a dotted override
     assert sweep.varied == ["heal.agg", "heal.reg", "heal.tau", "seed"]
+    unquoted = parse_sweep({"preset": "smoke", "grid": {"heal": {"agg": ["mean", "max"]}},  # heal.agg = [...]
+                            "runs": [{"heal": {"reg": "nll"}}]})
+    assert [r.name for r in unquoted.runs] == ["agg-mean", "agg-max", "reg-nll"]
 
 
 def test_shipped_matched_sweep_changes_only_the_heal_aggregation_or_reg():
@@ -42,7 +45,10 @@ def test_shipped_matched_sweep_changes_only_the_heal_aggregation_or_reg():
     ({"runs": [{"seed": 1}, {"seed": 1}]}, "both named"),
     ({"seeds": [0.5]}, "seeds must be"),
     ({"resources": {"num_gpus": -1}}, "num_gpus"),
-    ({"resources": {"gpus": 1}}, "unknown resource key"),
+    ({"resources": {"gpus": 1}}, "unknown key.*gpus"),
+    ({"resources": {"num_cpus": "2"}}, "num_cpus must be"),
+    ({"runs": ["nll"]}, "list of tables"),
+    ({"base": {"rounds": 0}}, "run run: rounds must be"),
 ])
 def test_bad_sweep_files_fail_before_running(raw, needle):
     with pytest.raises(SteerhealError, match=needle):
@@ -133,3 +139,47 @@ def test_resubmit_skips_finished_runs_and_rejects_a_changed_config(smoke_sweep):
     longer = parse_sweep({"preset": "smoke", "base": {"rounds": 2}, "grid": {"heal.agg": ["mean", "rmse"],
                                                                              "seed": [0, 1]}})
     assert not any(is_finished(r, out / "runs" / r.name) for r in longer.runs)  # more rounds extend the runs
+
+
+def _strip_times(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_times(v) for k, v in obj.items() if k not in {"time", "seconds", "wall_s"}}
+    if isinstance(obj, list):
+        return [_strip_times(v) for v in obj]
+    return obj
+
+
+def test_shared_stages_equal_what_a_differently_healed_run_computes(smoke_sweep, tmp_path, monkeypatch):
+    """Sharing is valid: a run with other heal settings computes the leader's round-0 files itself."""
+    from dataclasses import asdict
+
+    import torch
+
+    from steerheal.config import RunConfig
+    from steerheal.loop import SteerHealLoop
+    from steerheal.steering import SteeringVector
+
+    sweep, out, _, _, _ = smoke_sweep
+    leader = next(r for r in sweep.runs if r.name == "agg-mean_seed-0")
+    other = asdict(leader.config)
+    other["heal"] = {**other["heal"], "agg": "max", "reg": "kl_fwd", "tau": 0.0}
+    monkeypatch.setenv("STEERHEAL_FAULT", "nan_loss")  # stop at the heal, after every shared stage
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the sweep's worker ran it (num_cpus = 1): the same reduction order
+    try:
+        with pytest.raises(SteerhealError, match="non-finite"):
+            SteerHealLoop(RunConfig.from_dict(other), tmp_path / "own", log=lambda *_: None).run_all()
+    finally:
+        torch.set_num_threads(threads)
+    own, lead = tmp_path / "own", out / "runs" / leader.name
+    for files in SHARED_STAGES.values():
+        for rel in files:
+            if rel.endswith(".safetensors"):
+                a, b = SteeringVector.load(own / rel), SteeringVector.load(lead / rel)
+                assert all(torch.equal(a.directions[k], b.directions[k]) for k in a.directions), rel
+            elif rel.endswith(".jsonl"):
+                rows = lambda p: [_strip_times(json.loads(x)) for x in p.read_text().splitlines()]
+                assert rows(own / rel) == rows(lead / rel), rel
+            else:
+                assert _strip_times(json.loads((own / rel).read_text())) == \
+                    _strip_times(json.loads((lead / rel).read_text())), rel

@@ -25,6 +25,8 @@ def search_cmd(
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-2 divergence, 0.05 x radius melbo).")] =
         None,
     rank: Annotated[int, typer.Option(help="divergence: rank of each block's write.")] = 2,
+    kl_stop: Annotated[float | None, typer.Option(help="divergence: stop a search once its mean token KL to base "
+                                                  "reaches this many nats (default 1.0).")] = None,
     shared: Annotated[bool, typer.Option(help="divergence: one write shared by every block.")] = False,
     source: Annotated[int | None, typer.Option(help="melbo: source block (default n/4).")] = None,
     target: Annotated[int | None, typer.Option(help="melbo: target block (default 3n/4).")] = None,
@@ -38,6 +40,8 @@ def search_cmd(
     from ..models import load_model
 
     extra = {"lr": lr} if lr is not None and method == "divergence" else {"melbo_lr": lr} if lr is not None else {}
+    if kl_stop is not None:
+        extra["kl_stop"] = kl_stop
     steps_key = "steps" if method == "divergence" else "melbo_steps"
     cfg = DiscoverConfig(method=method, n=n, rank=rank, shared=shared, source=source, target=target, seed=seed,
                          **{steps_key: steps}, **extra)

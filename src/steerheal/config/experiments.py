@@ -112,8 +112,12 @@ class DiscoverConfig:
     shared: bool = False
     alpha: float = 1.1  # weight of -KL(P_base || Q)
     beta: float = 0.3  # weight of NLL(Q, y ~ Q)
-    lr: float = 1e-2
-    steps: int = 24  # optimiser steps per search (each samples a fresh on-policy batch)
+    lr: float = 3e-3
+    steps: int = 24  # at most this many optimiser steps per search (each samples a fresh on-policy batch)
+    # Stop a search once its batch's mean per-token KL(P_base || Q) reaches this many nats: the
+    # objective is unbounded, and on SmolLM2-135M an unbudgeted search (lr 1e-2, 24 steps) ran to
+    # 90-300 nats and one repeated token (docs/probes/README.md). None: always run every step.
+    kl_stop: float | None = 1.0  # the iso-KL scale the loop doses steering at
     batch_size: int = 8
     sample_tokens: int = 32
     prompt_frac: float = 0.75  # each search trains on its own random subset of the train prompts
@@ -133,6 +137,8 @@ class DiscoverConfig:
                f"alpha and beta must be >= 0, not both 0 (got {self.alpha}, {self.beta})", "use e.g. 1.1 and 0.3")
         _check(self.lr > 0 and self.melbo_lr > 0 and self.radius > 0 and self.power >= 1,
                "lr, melbo_lr and radius must be > 0 and power >= 1", "use the defaults")
+        _check(self.kl_stop is None or self.kl_stop > 0, f"kl_stop must be > 0, got {self.kl_stop}",
+               "give a KL budget in nats, e.g. 2.0, or leave it unset")
         _check(0 < self.prompt_frac <= 1 and self.sample_tokens >= 2,
                "prompt_frac must be in (0, 1] and sample_tokens >= 2", "use e.g. 0.75 and 32")
 

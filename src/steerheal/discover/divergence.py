@@ -38,6 +38,7 @@ class SearchTrace:
     kl: list[float] = field(default_factory=list)
     nll: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
+    stopped_at: int | None = None  # the step whose KL reached kl_stop (its update is not applied)
 
 
 def _sample(lm: LoadedModel, writes: BlockWrites | None, texts: Sequence[str], n_tokens: int,
@@ -97,16 +98,19 @@ def train_writes(lm: LoadedModel, prompts: Sequence[str], cfg: DiscoverConfig, s
     trace = SearchTrace(seed, len(subset))
     torch.manual_seed(seed)
     with frozen_parameters(lm.model):
-        for _ in progress(range(cfg.steps), desc=f"divergence search {seed}", total=cfg.steps):
+        for step in progress(range(cfg.steps), desc=f"divergence search {seed}", total=cfg.steps):
             batch = rng.sample(texts, min(cfg.batch_size, len(texts)))
             with torch.enable_grad():
                 loss, kl, nll = divergence_step(lm, writes, batch, cfg)
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
             trace.kl.append(kl)
             trace.nll.append(nll)
             trace.loss.append(float(loss.detach()))
+            if cfg.kl_stop is not None and kl >= cfg.kl_stop:  # the budget is spent: keep these writes
+                trace.stopped_at = step
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return writes, trace
 
 

@@ -52,8 +52,9 @@ def search(lm: LoadedModel, cfg: DiscoverConfig, out: str | Path, log=print) -> 
             check_direction(vector, f"d{i:02d}")
             writes.save(out / "adapters" / f"a{i:02d}.safetensors")
             vector.save(out / "directions" / f"d{i:02d}.safetensors")
+            stop = f" (KL budget reached at step {trace.stopped_at})" if trace.stopped_at is not None else ""
             log(f"search {i}: KL to base {trace.kl[0]:.3f} -> {trace.kl[-1]:.3f}, "
-                f"NLL of own samples {trace.nll[0]:.2f} -> {trace.nll[-1]:.2f}")
+                f"NLL of own samples {trace.nll[0]:.2f} -> {trace.nll[-1]:.2f}{stop}")
             records.append({"index": i, **asdict(trace), "direction": f"directions/d{i:02d}.safetensors",
                             "adapter": f"adapters/a{i:02d}.safetensors"})
     record = {"model": lm.spec, "revision": lm.revision, "method": cfg.method, "config": asdict(cfg),

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from ..runs import atomic_path, write_json, write_text
-from .runner import SweepState
+from .runner import SweepState, check_same_config
 from .spec import Sweep
 
 
@@ -66,6 +66,8 @@ def group_rows(sweep: Sweep, rows: list[dict]) -> list[dict]:
 def collect(sweep: Sweep, out: Path, state: SweepState | None = None) -> dict:
     """Write results.json, results.csv, results.md and sweep.png under `out`; return the results."""
     out = Path(out)
+    for run in sweep.runs:  # never tabulate a directory under settings it was not run with
+        check_same_config(run, out / "runs" / run.name)
     state = state or SweepState.load(out / "state.json")
     rows = [run_row(sweep, r, out / "runs" / r.name, state) for r in sweep.runs]
     results = {"sweep": sweep.name, "varied": sweep.varied, "runs": rows, "groups": group_rows(sweep, rows)}
@@ -131,7 +133,8 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["runs"] if r.get("delta") is not None]
+    finite = lambda *xs: all(x is not None and math.isfinite(x) for x in xs)
+    rows = [r for r in results["runs"] if finite(r.get("delta"), r.get("delta_lo"), r.get("delta_hi"))]
     keys = [k for k in results["varied"] if k != "seed"]
     label = lambda r: ", ".join(f"{k.split('.')[-1]}={r.get(k)}" for k in keys) or r["run"]
     labels = list(dict.fromkeys(label(r) for r in rows))
@@ -140,9 +143,11 @@ def plot(results: dict, path: Path) -> None:
         members = [r for r in rows if label(r) == name]
         offsets = [(j - (len(members) - 1) / 2) * 0.12 for j in range(len(members))]
         for off, r in zip(offsets, members, strict=True):
-            a.errorbar(r["delta"], i + off, xerr=[[r["delta"] - r["delta_lo"]], [r["delta_hi"] - r["delta"]]],
-                       fmt="o", color="tab:blue", capsize=3)
-            b.plot(r["pmass_ratio"], i + off, "o", color="tab:green")
+            # A percentile CI need not contain the point estimate exactly: clip the bar lengths at 0.
+            err = [[max(0.0, r["delta"] - r["delta_lo"])], [max(0.0, r["delta_hi"] - r["delta"])]]
+            a.errorbar(r["delta"], i + off, xerr=err, fmt="o", color="tab:blue", capsize=3)
+            if r.get("pmass_ratio") is not None:
+                b.plot(r["pmass_ratio"], i + off, "o", color="tab:green")
     axis = rows[0]["axis"] if rows else "axis"
     a.axvline(0, color="black", lw=0.8)
     a.set_yticks(range(len(labels)), labels)

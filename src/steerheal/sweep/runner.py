@@ -16,6 +16,7 @@ submitted again with resume, so its second attempt continues from its last compl
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import traceback
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from ..errors import SteerhealError
 from ..runs import ensure_writable_dir, write_json
-from .share import prefix_key, seed_from_leader
+from .share import prefix_key, seed_from_leader, shareable_events
 from .spec import Sweep, SweepRun
 
 
@@ -61,8 +62,13 @@ def is_finished(run: SweepRun, run_dir: Path) -> bool:
     if not (cfg_path.is_file() and (run_dir / "summary.json").is_file() and events.is_file()):
         return False
     check_same_config(run, run_dir)
-    lines = events.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[-1]).get("stage") != "done":
+    last = None
+    for line in events.read_text(encoding="utf-8").splitlines():
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:  # a torn line from a kill: the run is not finished
+            return False
+    if not last or last.get("stage") != "done":
         return False
     summary = json.loads((run_dir / "summary.json").read_text())
     return len(summary["rounds"]) >= run.config.rounds or bool(summary["stopped_early"])  # more rounds: extend
@@ -127,8 +133,16 @@ def execute(sweep: Sweep, out: Path, *, address: str | None = None, log: Callabl
     if started_here:
         _init_ray(ray, address or os.environ.get("RAY_ADDRESS"), sweep.resources)
     try:
-        gpus = gpus_per_run(sweep.resources, ray.cluster_resources().get("GPU", 0))
-        task = ray.remote(run_one).options(num_cpus=sweep.resources.num_cpus, num_gpus=gpus, max_retries=0)
+        cluster = ray.cluster_resources()
+        gpus = gpus_per_run(sweep.resources, cluster.get("GPU", 0))
+        if cluster.get("CPU", 0) < sweep.resources.num_cpus or cluster.get("GPU", 0) < gpus:
+            raise SteerhealError(f"each run asks for {sweep.resources.num_cpus:g} CPUs and {gpus:g} GPUs; the Ray "
+                                 f"cluster has {cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs",
+                                 "lower [resources] num_cpus / num_gpus in the sweep file, or add nodes")
+        # A GPU worker is used once: a reused process keeps its CUDA context and cached memory on
+        # the GPU it first saw. CPU workers are reused (torch stays imported).
+        task = ray.remote(num_cpus=sweep.resources.num_cpus, num_gpus=gpus, max_retries=0,
+                          max_calls=1 if gpus else 0)(run_one)
         finished = [r for r in sweep.runs if r not in todo]
         _schedule(sweep, todo, finished, runs_dir, task, state, ray, log)
     finally:
@@ -139,57 +153,78 @@ def execute(sweep: Sweep, out: Path, *, address: str | None = None, log: Callabl
 
 def _init_ray(ray, address: str | None, resources) -> None:
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
-    # Workers import steerheal from the driver's working directory for a local source checkout.
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    # Workers get steerheal's own variables explicitly: a cluster's workers do not inherit ours.
+    passed = {k: v for k, v in os.environ.items() if k.startswith("STEERHEAL_")}
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", **passed}}
     if address:
         ray.init(address=address, runtime_env=env, **common)
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(resources.num_cpus)), runtime_env=env, **common)
+    else:  # "local": always a fresh Ray on this machine, never one a `ray start` left running
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        ray.init(address="local", num_cpus=max(usable, math.ceil(resources.num_cpus)), runtime_env=env, **common)
+
+
+def _lost(exc: Exception) -> str:
+    """One line for an exception from ray.get: a lost worker, or the task's own error."""
+    from ray import exceptions as rex
+
+    lost = tuple(getattr(rex, n) for n in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError",
+                                          "TaskCancelledError") if hasattr(rex, n))
+    if isinstance(exc, lost):
+        return f"worker lost: {type(exc).__name__}"
+    cause = getattr(exc, "cause", None) or exc
+    lines = [x for x in str(cause).splitlines() if x.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs_dir: Path, task,
               state: SweepState, ray, log) -> None:
-    """Leaders (one per shared prefix) first; a group's other runs start once its leader is done.
+    """Leaders (one per shared prefix) start first; the rest of a group starts as soon as its
+    leader has finished round 0's pre-heal stages (or has ended without them).
 
-    A group with an already finished run (a re-submit) has no leader: every member starts at once
-    from that run's stages.
+    A member that already has events (a re-submit), and every member of a group with a finished
+    run, starts at once.
     """
     share = sweep.resources.share_stages
-    groups: dict[str, list[SweepRun]] = {}
-    for run in todo:
-        groups.setdefault(prefix_key(run.config) if share else run.name, []).append(run)
     done_by_key = {prefix_key(r.config): r for r in finished} if share else {}
     tries = {r.name: 0 for r in todo}
-    threads = max(1, int(sweep.resources.num_cpus))
     pending: dict = {}
-    waiting: dict[str, list[SweepRun]] = {}
+    waiting: dict[str, list[SweepRun]] = {}  # leader name -> members held back
+    threads = max(1, math.ceil(sweep.resources.num_cpus))
 
     def submit(run: SweepRun) -> None:
         tries[run.name] += 1
         pending[task.remote(run.config_dict(), str(runs_dir / run.name), threads)] = (run, time.time())
         log(f"  start {run.name} (attempt {tries[run.name]})")
 
-    def release(source: SweepRun | None, members: list[SweepRun]) -> None:
-        for member in members:
-            if source is not None and seed_from_leader(runs_dir / source.name, runs_dir / member.name):
-                log(f"  {member.name}: round-0 pre-heal stages shared from {source.name}")
+    def release(leader: str | None) -> None:
+        for member in waiting.pop(leader, []):
+            if leader is not None and seed_from_leader(runs_dir / leader, runs_dir / member.name):
+                log(f"  {member.name}: round-0 pre-heal stages shared from {leader}")
             submit(member)
 
+    groups: dict[str, list[SweepRun]] = {}
+    for run in todo:
+        started = (runs_dir / run.name / "events.jsonl").exists()
+        groups.setdefault(prefix_key(run.config) if share and not started else run.name, []).append(run)
     for key, members in groups.items():
-        if key in done_by_key:
-            release(done_by_key[key], members)
-        else:
-            waiting[members[0].name] = members[1:]
-            submit(members[0])
+        source = done_by_key.get(key)
+        lead = [] if source else members[:1]
+        waiting[source.name if source else members[0].name] = members[len(lead):]
+        for run in lead:
+            submit(run)
+        if source:
+            release(source.name)
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+        for leader in [n for n in waiting if shareable_events(runs_dir / n)]:
+            release(leader)  # the leader is past its steered evaluation: its group can start
+        if not ready:
+            continue
         run, submitted = pending.pop(ready[0])
         try:
             result = ray.get(ready[0])
         except Exception as exc:  # the worker died (killed, out of memory, node lost): the retry resumes
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            result = {"status": "failed", "wall_s": time.time() - submitted,
-                      "error": f"worker lost: {type(exc).__name__}: {first}"}
+            result = {"status": "failed", "wall_s": time.time() - submitted, "error": _lost(exc)}
         state.add(run.name, {**result, "attempt": tries[run.name]})
         if result["status"] == "done":
             log(f"  done  {run.name} in {result['wall_s']:.0f} s")
@@ -198,5 +233,4 @@ def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs
             if tries[run.name] <= sweep.resources.retries:
                 submit(run)
                 continue
-        # The leader finished or gave up: release its group, sharing whatever pre-heal stages it completed.
-        release(run, waiting.pop(run.name, []))
+        release(run.name)  # ended without sharing its stages (else released above): members compute their own

@@ -25,10 +25,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..config import RunConfig
-from ..config.parse import _check
+from ..config.parse import _check, from_dict
 from ..errors import SteerhealError
 
 _TOP_KEYS = {"name", "description", "preset", "seeds", "base", "grid", "runs", "resources"}
@@ -39,7 +39,7 @@ class Resources:
     """What one run asks Ray for; `num_gpus = "auto"` means 1 where the cluster has GPUs, else 0."""
 
     num_cpus: float = 2
-    num_gpus: float | str = "auto"
+    num_gpus: float | Literal["auto"] = "auto"
     retries: int = 1  # a failed run is tried again (resuming its run directory) this many times
     share_stages: bool = True  # runs differing only in heal settings reuse round 0's pre-heal stages
 
@@ -109,13 +109,15 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
     unknown = set(raw) - _TOP_KEYS
     _check(not unknown, f"{where}: unknown key(s) {sorted(unknown)}", f"use only {sorted(_TOP_KEYS)}")
     grid, listed = raw.get("grid", {}), raw.get("runs", [])
-    _check(isinstance(grid, dict) and isinstance(listed, list), f"{where}: [grid] must be a table and [[runs]] "
-           "a list of tables", "see `steerheal sweep --help` for the file format")
+    _check(isinstance(grid, dict) and isinstance(listed, list) and all(isinstance(r, dict) for r in listed),
+           f"{where}: [grid] must be a table and [[runs]] a list of tables",
+           "see `steerheal sweep --help` for the file format")
+    grid = _flatten(grid)  # heal.agg = [...] unquoted is a nested table in TOML: the same key
     for key, values in grid.items():
         _check(isinstance(values, list) and len(values) > 0, f"{where}: grid key {key!r} needs a non-empty list",
                f'write e.g. "{key}" = [a, b]')
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())] if grid else []
-    points += [dict(r) for r in listed]
+    points += [_flatten(r) for r in listed]
     points = points or [{}]
     seeds = raw.get("seeds")
     if seeds is not None:
@@ -133,12 +135,27 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
                "remove the duplicate from [grid] or [[runs]]")
         seen.add(name)
         merged = _merge(_merge(start, _nest(base)), _nest(point))
-        runs.append(SweepRun(name, point, RunConfig.from_dict(merged, where=f"{where} run {name}")))
+        try:
+            runs.append(SweepRun(name, point, RunConfig.from_dict(merged, where=f"{where} run {name}")))
+        except SteerhealError as exc:  # range checks do not know the run: name it
+            if f"run {name}" in exc.problem:
+                raise
+            raise SteerhealError(f"{where} run {name}: {exc.problem}", exc.fix) from exc
     res = raw.get("resources", {})
     _check(isinstance(res, dict), f"{where}: [resources] must be a table", "write [resources] num_cpus = 2")
-    known = set(Resources.__dataclass_fields__)
-    _check(set(res) <= known, f"{where}: unknown resource key(s) {sorted(set(res) - known)}", f"use {sorted(known)}")
-    return Sweep(str(raw.get("name", default_name)), str(raw.get("description", "")), preset, runs, Resources(**res))
+    resources = from_dict(Resources, res, where=f"{where} resources")
+    return Sweep(str(raw.get("name", default_name)), str(raw.get("description", "")), preset, runs, resources)
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    """{"heal": {"agg": [..]}} -> {"heal.agg": [..]}: dotted keys whether quoted or not."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def run_name(point: dict) -> str:
