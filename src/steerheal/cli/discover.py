@@ -26,7 +26,7 @@ def search_cmd(
         None,
     rank: Annotated[int, typer.Option(help="divergence: rank of each block's write.")] = 2,
     kl_stop: Annotated[float | None, typer.Option(help="divergence: stop a search once its mean token KL to base "
-                                                  "reaches this many nats (default 1.0).")] = None,
+                                                  "reaches this many nats (default 1.0; 0: no budget).")] = None,
     shared: Annotated[bool, typer.Option(help="divergence: one write shared by every block.")] = False,
     source: Annotated[int | None, typer.Option(help="melbo: source block (default n/4).")] = None,
     target: Annotated[int | None, typer.Option(help="melbo: target block (default 3n/4).")] = None,
@@ -41,7 +41,7 @@ def search_cmd(
 
     extra = {"lr": lr} if lr is not None and method == "divergence" else {"melbo_lr": lr} if lr is not None else {}
     if kl_stop is not None:
-        extra["kl_stop"] = kl_stop
+        extra["kl_stop"] = kl_stop or None  # 0: no budget, every step runs
     steps_key = "steps" if method == "divergence" else "melbo_steps"
     cfg = DiscoverConfig(method=method, n=n, rank=rank, shared=shared, source=source, target=target, seed=seed,
                          **{steps_key: steps}, **extra)

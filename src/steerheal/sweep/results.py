@@ -136,7 +136,7 @@ def plot(results: dict, path: Path) -> None:
     finite = lambda *xs: all(x is not None and math.isfinite(x) for x in xs)
     rows = [r for r in results["runs"] if finite(r.get("delta"), r.get("delta_lo"), r.get("delta_hi"))]
     keys = [k for k in results["varied"] if k != "seed"]
-    label = lambda r: ", ".join(f"{k.split('.')[-1]}={r.get(k)}" for k in keys) or r["run"]
+    label = lambda r: ", ".join(f"{k.split('.')[-1]}={r.get(k)}" for k in keys if r.get(k) is not None) or r["run"]
     labels = list(dict.fromkeys(label(r) for r in rows))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.5 * max(4, len(labels)) + 1.5), sharey=True)
     for i, name in enumerate(labels):
