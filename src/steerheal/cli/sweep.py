@@ -13,7 +13,8 @@ from . import app, echo_table
 
 @app.command("sweep")
 def sweep_cmd(
-    sweep: Annotated[str, typer.Argument(help="A sweep TOML file, or a shipped sweep: agg-matched, agg-matched-tau0.05, smoke-2x2.")],
+    sweep: Annotated[str, typer.Argument(help="A sweep TOML file, or a shipped sweep: agg-matched, "
+                                         "agg-matched-tau0.05, smoke-2x2.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Sweep directory (default runs/sweeps/NAME). "
                                              "Re-submitting skips finished runs.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local "
