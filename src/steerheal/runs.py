@@ -129,6 +129,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def read_events(path: Path) -> list[dict]:
+    """The events of an `events.jsonl` (none if it is missing), without touching the directory."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill: ignore it and everything after
+    return out
+
+
 class RunDir:
     """A run directory: config.json, append-only events.jsonl, rounds/rNN/..., summary, report.
 
@@ -159,15 +172,7 @@ class RunDir:
         return d
 
     def events(self) -> list[dict]:
-        if not self.events_path.exists():
-            return []
-        out = []
-        for line in self.events_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a kill: ignore it and everything after
-        return out
+        return read_events(self.events_path)
 
     def done(self, stage: str, round_: int | None = None) -> dict | None:
         for ev in reversed(self.events()):

@@ -34,13 +34,12 @@ def read_config_file(path: Path) -> dict:
 
 def _run_config(preset: str | None, config: Path | None, model: str | None, rounds: int | None):
     from ..config import RunConfig
+    from ..config.parse import merge_settings
     from ..loop import load_preset
 
     merged: dict = load_preset(preset) if preset else {}
     if config is not None:
-        extra = read_config_file(config)
-        for key, value in extra.items():  # nested sections merge key by key
-            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+        merged = merge_settings(merged, read_config_file(config))  # nested sections merge key by key
     if model:
         merged["model"] = model
     if rounds is not None:

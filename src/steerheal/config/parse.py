@@ -72,6 +72,15 @@ def _describe(hint: Any) -> str:
     return {type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+def merge_settings(a: dict, b: dict) -> dict:
+    """`b` over `a`, nested tables merged key by key (a preset, then a config file or sweep run)."""
+    out = dict(a)
+    for key, value in b.items():
+        prior = out.get(key)
+        out[key] = merge_settings(prior if isinstance(prior, dict) else {}, value) if isinstance(value, dict) else value
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config") -> T:
     """Build a config dataclass from a dict, rejecting unknown keys and values of the wrong type."""
     data = dict(data or {})

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SteerhealError
-from ..runs import ensure_writable_dir, write_json
+from ..runs import ensure_writable_dir, read_events, write_json
 from .share import prefix_key, seed_from_leader, shareable_events
 from .spec import Sweep, SweepRun
 
@@ -62,13 +62,8 @@ def is_finished(run: SweepRun, run_dir: Path) -> bool:
     if not (cfg_path.is_file() and (run_dir / "summary.json").is_file() and events.is_file()):
         return False
     check_same_config(run, run_dir)
-    last = None
-    for line in events.read_text(encoding="utf-8").splitlines():
-        try:
-            last = json.loads(line)
-        except json.JSONDecodeError:  # a torn line from a kill: the run is not finished
-            return False
-    if not last or last.get("stage") != "done":
+    events = read_events(events)  # a torn last line is dropped: a run killed while appending is not done
+    if not events or events[-1].get("stage") != "done":
         return False
     summary = json.loads((run_dir / "summary.json").read_text())
     return len(summary["rounds"]) >= run.config.rounds or bool(summary["stopped_early"])  # more rounds: extend
@@ -196,9 +191,9 @@ def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs
         pending[task.remote(run.config_dict(), str(runs_dir / run.name), threads)] = (run, time.time())
         log(f"  start {run.name} (attempt {tries[run.name]})")
 
-    def release(leader: str | None) -> None:
+    def release(leader: str) -> None:
         for member in waiting.pop(leader, []):
-            if leader is not None and seed_from_leader(runs_dir / leader, runs_dir / member.name):
+            if seed_from_leader(runs_dir / leader, runs_dir / member.name):
                 log(f"  {member.name}: round-0 pre-heal stages shared from {leader}")
             submit(member)
 
@@ -207,13 +202,13 @@ def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs
         started = (runs_dir / run.name / "events.jsonl").exists()
         groups.setdefault(prefix_key(run.config) if share and not started else run.name, []).append(run)
     for key, members in groups.items():
-        source = done_by_key.get(key)
-        lead = [] if source else members[:1]
-        waiting[source.name if source else members[0].name] = members[len(lead):]
-        for run in lead:
-            submit(run)
-        if source:
-            release(source.name)
+        if key in done_by_key:  # a finished run already holds the stages: every member starts now
+            waiting[done_by_key[key].name] = members
+            release(done_by_key[key].name)
+        else:
+            submit(members[0])
+            if members[1:]:
+                waiting[members[0].name] = members[1:]
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
         for leader in [n for n in waiting if shareable_events(runs_dir / n)]:

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import RunConfig
-from ..runs import atomic_path
+from ..runs import atomic_path, read_events
 
 # Stage events (round None or 0) and the files they stand for; later rounds depend on the heal.
 SHARED_STAGES = {
@@ -41,15 +41,8 @@ def prefix_key(cfg: RunConfig) -> str:
 
 def shareable_events(leader: Path) -> list[dict]:
     """The leader's events for the shared stages, in order; empty if it did not reach them all."""
-    events_path = leader / "events.jsonl"
-    if not events_path.is_file():
-        return []
     found = {}
-    for line in events_path.read_text(encoding="utf-8").splitlines():
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            break
+    for ev in read_events(leader / "events.jsonl"):
         key = (ev.get("stage"), ev.get("round"))
         if key in SHARED_STAGES and key not in found:
             found[key] = ev

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import RunConfig
-from ..config.parse import _check, from_dict
+from ..config.parse import _check, from_dict, merge_settings
 from ..errors import SteerhealError
 
 _TOP_KEYS = {"name", "description", "preset", "seeds", "base", "grid", "runs", "resources"}
@@ -134,7 +134,7 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
         _check(name not in seen, f"{where}: two runs are both named {name!r} (the same settings twice)",
                "remove the duplicate from [grid] or [[runs]]")
         seen.add(name)
-        merged = _merge(_merge(start, _nest(base)), _nest(point))
+        merged = merge_settings(merge_settings(start, _nest(_flatten(base))), _nest(point))
         try:
             runs.append(SweepRun(name, point, RunConfig.from_dict(merged, where=f"{where} run {name}")))
         except SteerhealError as exc:  # range checks do not know the run: name it
@@ -173,9 +173,6 @@ def _nest(flat: dict) -> dict:
     """Dotted keys to nested tables: {"heal.agg": "p95"} -> {"heal": {"agg": "p95"}}."""
     out: dict = {}
     for key, value in flat.items():
-        if isinstance(value, dict):  # an already nested table ([base.heal] in TOML)
-            out = _merge(out, {key: _nest(value)})
-            continue
         *head, last = key.split(".")
         node = out
         for part in head:
@@ -183,10 +180,3 @@ def _nest(flat: dict) -> dict:
         node[last] = value
     return out
 
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for key, value in b.items():
-        prior = out.get(key)
-        out[key] = _merge(prior if isinstance(prior, dict) else {}, value) if isinstance(value, dict) else value
-    return out
