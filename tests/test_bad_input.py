@@ -173,6 +173,12 @@ CASES += [
         "sweep", "smoke-2x2", "--out", str(write(o / "sw" / "runs" / "agg-mean_seed-0" / "config.json",
                                                   '{"model": "smollm2-135m"}').parents[2])],
      "holds a different config", {}),
+    ("weight-steer-sweep-with-preset", lambda i, o: ["sweep", str(write(i / "w.toml", 'job = "weight-steer"\n'
+                                                                        'preset = "demo"\n')), "--out", str(o / "sw")],
+     "presets are steer-heal loop settings", {}),
+    ("weight-steer-sweep-zero-alpha", lambda i, o: ["sweep", str(write(i / "w.toml", 'job = "weight-steer"\n[grid]\n'
+                                                                       '"compare.alpha" = [0.0, 1.0]\n')),
+                                                    "--out", str(o / "sw")], "alpha must be > 0", {}),
 ]
 
 # Cases that run part of a loop: slower, still seconds on the tiny model.

@@ -3,7 +3,7 @@ import torch
 
 from steerheal.chat import render_prompt
 from steerheal.config import CalibrateConfig, ExtractConfig
-from steerheal.dose import _token_kl, calibrate, kl_stats, steered_token_kls
+from steerheal.dose import _token_kl, calibrate, kl_at, kl_stats, steered_token_kls
 from steerheal.errors import CalibrationError
 from steerheal.steering import extract
 
@@ -39,6 +39,13 @@ def test_calibration_hits_the_target_on_a_tiny_model(tiny_llama, tiny_vector):
     res = calibrate(tiny_llama, tiny_vector, PROMPTS, CalibrateConfig(target_kl=0.01, tol=0.001, n_tokens=8))
     assert res.converged and abs(res.stats.p95 - 0.01) < 0.001
     assert res.n_evals == len(res.trace) <= 12
+
+
+def test_kl_at_a_fixed_coefficient_reproduces_the_calibrated_point(tiny_llama, tiny_vector):
+    cfg = CalibrateConfig(target_kl=0.01, tol=0.001, n_tokens=8)
+    res = calibrate(tiny_llama, tiny_vector, PROMPTS, cfg)
+    fixed = kl_at(tiny_llama, tiny_vector, res.coeff, PROMPTS, cfg)  # what a fixed-alpha sweep point measures
+    assert fixed.p95 == pytest.approx(res.stats.p95, rel=1e-5) and fixed.n_tokens == res.stats.n_tokens
 
 
 def test_unreachable_target_raises_a_clear_error(tiny_llama, tiny_vector):

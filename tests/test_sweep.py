@@ -183,3 +183,91 @@ def test_shared_stages_equal_what_a_differently_healed_run_computes(smoke_sweep,
             else:
                 assert _strip_times(json.loads((own / rel).read_text())) == \
                     _strip_times(json.loads((lead / rel).read_text())), rel
+
+
+# Weight steering: `job = "weight-steer"`, adapter type x alpha.
+
+def test_weight_steer_sweep_expands_kind_by_alpha_and_shares_one_training():
+    from steerheal.config import WeightSteerRun
+    from steerheal.sweep.jobs import WeightSteerJob, training_name
+
+    sweep = load_sweep("ws-smoke")
+    assert sweep.job == "weight-steer" and sweep.varied == ["compare.alpha", "kind"]
+    assert [r.name for r in sweep.runs] == ["kind-lora_alpha-1.0", "kind-lora_alpha-4.0", "kind-ia3_alpha-1.0",
+                                            "kind-ia3_alpha-4.0"]
+    assert all(isinstance(r.config, WeightSteerRun) for r in sweep.runs)
+    run = sweep.runs[1]
+    assert (run.config.kind, run.config.compare.alpha, run.config.train.n_prompts) == ("lora", 4.0, 6)
+    assert run.config.compare.calibrate.n_tokens == 6  # a dotted key three levels deep
+    job = WeightSteerJob(sweep, "out")
+    assert len({job.group(r) for r in sweep.runs}) == 1 and job.kinds[job.group(run)] == ["lora", "ia3"]
+    seeded = parse_sweep({"job": "weight-steer", "seeds": [0, 1], "grid": {"kind": ["lora", "ia3"],
+                                                                           "compare.alpha": [1.0, 2.0]}})
+    assert {r.config.train.seed for r in seeded.runs} == {0, 1}  # a seed is a training seed
+    seeded_job = WeightSteerJob(seeded, "out")
+    assert len({seeded_job.group(r) for r in seeded.runs}) == 2  # one training per seed, not per alpha
+    assert {training_name(r) for r in seeded.runs} == {"seed-0", "seed-1"}
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"preset": "demo"}, "presets are steer-heal loop settings"),
+    ({"job": "distil"}, "unknown job"),
+    ({"base": {"kind": "all"}}, "one adapter type"),
+    ({"base": {"kind": "lorax"}}, "lorax"),
+    ({"grid": {"compare.alpha": [0.0, 1.0]}}, "run alpha-0.0: alpha must be > 0"),
+    ({"base": {"train.kinds": ["lora"]}}, "train.kinds is not used"),
+    ({"base": {"compare.signs": [1, 2]}}, "signs must be"),
+    ({"base": {"heal.agg": "mean"}}, "unknown key.*heal"),
+])
+def test_bad_weight_steer_sweep_files_fail_before_running(raw, needle):
+    with pytest.raises(SteerhealError, match=needle):
+        parse_sweep({"job": "weight-steer", **raw})
+
+
+@pytest.fixture(scope="module")
+def ws_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ws-sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)
+        sweep = load_sweep("ws-smoke")
+        lines = []
+        state = execute(sweep, out, log=lines.append)
+    return sweep, out, state, lines
+
+
+def test_weight_steer_sweep_trains_once_and_measures_kl_per_alpha(ws_sweep):
+    sweep, out, state, lines = ws_sweep
+    assert {n: [a["status"] for a in tries] for n, tries in state.attempts.items()} == {
+        r.name: ["done"] for r in sweep.runs}
+    train = out / "train" / "default"
+    assert set(json.loads((train / "train.json").read_text())) == {"lora", "ia3"}
+    logs = [(out / "runs" / r.name / "log.txt").read_text() for r in sweep.runs]
+    assert sum("trained in" in log for log in logs) == 1  # the leader trained both types; the rest reused them
+    assert sum("uses the dW trained by" in line for line in lines) == 3
+    assert len(list((train / "compare.parts").glob("base-*.json"))) == 1  # one base row for all four runs
+    results = collect(sweep, out, state)
+    rows = {(r["kind"], r["compare.alpha"], r["sign"]): r for r in results["runs"]}
+    assert len(rows) == 8
+    for (kind, alpha, sign), row in rows.items():
+        assert row["alpha"] == (alpha if sign == "+" else -alpha) and row["converged"] is None
+        assert row["delta_lo"] <= row["delta"] <= row["delta_hi"] and row["pmass_ratio"] > 0
+        if alpha == 1.0:
+            assert rows[(kind, 4.0, sign)]["kl_p95"] > row["kl_p95"] > 0  # a larger alpha costs more KL
+    assert sorted(r["label"] for r in results["references"]) == ["prompt +", "prompt -", "vector +", "vector -"]
+    table = (out / "results.md").read_text()
+    assert table.count("| kind-") == 8 and "| vector + |" in table
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_weight_steer_resubmit_skips_finished_runs_and_rejects_a_changed_config(ws_sweep):
+    sweep, out, _, _ = ws_sweep
+    lines = []
+    execute(sweep, out, log=lines.append)
+    assert "4 already finished, 0 to run" in lines[0]
+    import tomllib
+    from importlib import resources
+
+    raw = tomllib.loads(resources.files("steerheal").joinpath("data", "sweeps", "ws-smoke.toml").read_text())
+    raw["base"]["limit"] = 10
+    with pytest.raises(SteerhealError, match=r"different config.*\['limit'\]"):
+        execute(parse_sweep(raw), out, log=lambda _: None)

@@ -140,6 +140,21 @@ def initial_coeff(vector: SteeringVector) -> float:
     return 1.0
 
 
+def _kl_texts(lm: LoadedModel, prompts: Sequence[str], cfg: CalibrateConfig, system: str | None,
+              rendered: bool) -> list[str]:
+    prompts = [p for p in prompts if p and p.strip()][: cfg.n_prompts]
+    if not prompts:
+        raise SteerhealError("no calibration prompts", "pass at least one held-out prompt")
+    return list(prompts) if rendered else [render_prompt(lm.tokenizer, p, system) for p in prompts]
+
+
+def kl_at(lm: LoadedModel, vector, coeff: float, prompts: Sequence[str], cfg: CalibrateConfig | None = None, *,
+          system: str | None = None, rendered: bool = False, **kwargs) -> KLStats:
+    """The KL statistics `calibrate` matches, measured at one fixed coefficient (a dose-response point)."""
+    cfg = cfg or CalibrateConfig()
+    return kl_stats(lm, vector, coeff, _kl_texts(lm, prompts, cfg, system, rendered), cfg, **kwargs)
+
+
 def calibrate(lm: LoadedModel, vector, prompts: Sequence[str],
               cfg: CalibrateConfig | None = None, *, system: str | None = None,
               desc: str | None = None, rendered: bool = False, **kwargs) -> CalibrationResult:
@@ -149,10 +164,7 @@ def calibrate(lm: LoadedModel, vector, prompts: Sequence[str],
     `applied(lm, coeff, prompt_len)` and `start_coeff()`); negate it for the other sign.
     `rendered=True`: `prompts` are already full prompt texts (e.g. for a base model)."""
     cfg = cfg or CalibrateConfig()
-    prompts = [p for p in prompts if p and p.strip()][: cfg.n_prompts]
-    if not prompts:
-        raise SteerhealError("no calibration prompts", "pass at least one held-out prompt")
-    texts = list(prompts) if rendered else [render_prompt(lm.tokenizer, p, system) for p in prompts]
+    texts = _kl_texts(lm, prompts, cfg, system, rendered)
     target = cfg.target_kl
     trace: list[KLStats] = []
     bar = progress(range(cfg.max_evals), desc=desc, total=cfg.max_evals)

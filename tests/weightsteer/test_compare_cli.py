@@ -6,6 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from steerheal.cli import app
+from steerheal.config import CompareSettings, from_dict
+from steerheal.weightsteer.pipeline import compare_dir
 from steerheal.weightsteer import WeightDelta
 
 runner = CliRunner()
@@ -83,3 +85,21 @@ def test_train_refuses_to_mix_settings_in_one_directory(trained):
     r = runner.invoke(app, ["weight-steer", "train", *TINY, "--adapter", "lora", "--out", str(trained),
                             "--n-prompts", "7", "--no-filter"])
     assert r.exit_code != 0 and "other settings" in str(r.exception)
+
+
+def test_rows_are_cached_by_what_they_use(trained, tmp_path):
+    """A fixed alpha reuses the base, prompt and vector rows; fewer vignettes recompute every row."""
+    out = tmp_path / "cmp.json"
+    assert runner.invoke(app, [*compare_args(trained, out), "--adapter", "ia3"]).exit_code == 0
+    settings = json.loads(out.read_text())["settings"]  # what the CLI ran, as a config file would give it
+    fixed = from_dict(CompareSettings, {**settings, "alpha": 2.0})
+    lines = []
+    summary = compare_dir(trained, fixed, out, limit=14, kinds=["ia3"], log=lines.append)
+    computed = {line.rsplit(": coeff", 1)[0] for line in lines if ": coeff" in line}
+    assert computed == {"ws:ia3 +", "ws:ia3 -"}  # only the dW rows depend on alpha
+    rows = {r["label"]: r for r in summary["rows"]}
+    assert rows["ws:ia3 +"]["coeff"] == 2.0 and rows["ws:ia3 -"]["coeff"] == -2.0
+    assert rows["ws:ia3 +"]["converged"] is None and rows["ws:ia3 +"]["kl_p95"] > 0  # measured, not matched
+    lines.clear()
+    compare_dir(trained, fixed, out, limit=10, kinds=["ia3"], log=lines.append)
+    assert sum(": coeff" in line for line in lines) == 7  # other vignettes: no row is reused

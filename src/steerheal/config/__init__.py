@@ -5,7 +5,15 @@ for the related systems). `from_dict` rejects unknown keys so a typo in a config
 error, not a silently ignored setting.
 """
 
-from .experiments import DiscoverConfig, IntrospectConfig, ResistConfig, ScoreConfig, WeightSteerConfig
+from .experiments import (
+    CompareSettings,
+    DiscoverConfig,
+    IntrospectConfig,
+    ResistConfig,
+    ScoreConfig,
+    WeightSteerConfig,
+    WeightSteerRun,
+)
 from .loop import (
     CalibrateConfig,
     DoseConfig,
@@ -20,6 +28,7 @@ from .parse import ExtractMethod, Scope, from_dict
 
 __all__ = [
     "CalibrateConfig",
+    "CompareSettings",
     "DiscoverConfig",
     "DoseConfig",
     "EvalConfig",
@@ -34,5 +43,6 @@ __all__ = [
     "Scope",
     "ScoreConfig",
     "WeightSteerConfig",
+    "WeightSteerRun",
     "from_dict",
 ]

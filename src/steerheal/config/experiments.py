@@ -3,9 +3,10 @@ gradient awareness and unsupervised discovery."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from .loop import CalibrateConfig, EvalConfig
 from .parse import _check
 
 
@@ -44,6 +45,68 @@ class WeightSteerConfig:
 
     def lr_for(self, kind: str) -> float:
         return self.lr * dict(self.lr_scale).get(kind, 1.0)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """One matched-KL comparison table: base, prompting, the activation vector and each dW."""
+
+    dataset: str = "own"
+    protocol: Literal["json-bool", "forced-choice"] = "json-bool"
+    target_kl: float = 1.0  # iso-KL target (p95 token KL, nats) for the vector and, unless `alpha`, each dW
+    rel_tol: float = 0.05  # a calibration is reached within rel_tol * target_kl
+    # A fixed dW scale instead of a calibrated one (W + sign * alpha * dW): a dose-response point,
+    # its KL measured rather than matched. The vector rows stay calibrated at target_kl.
+    alpha: float | None = None
+    signs: tuple[int, ...] = (1, -1)
+    vector: bool = True
+    prompt: bool = True
+    n_contexts: int = 64  # activation-vector extraction contexts
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    n_resamples: int = 2000
+
+    def __post_init__(self) -> None:
+        _check(bool(self.dataset.strip()), "dataset must not be empty", "use own, tinymfv:<set> or hub:<config>")
+        _check(self.protocol in ("json-bool", "forced-choice"), f"unknown protocol {self.protocol!r}",
+               "use 'json-bool' or 'forced-choice'")
+        _check(self.target_kl > 0 and 0 < self.rel_tol < 1, f"target_kl must be > 0 and rel_tol in (0, 1), got "
+               f"{self.target_kl} and {self.rel_tol}", "use e.g. 1.0 and 0.05")
+        _check(self.alpha is None or self.alpha > 0, f"alpha must be > 0, got {self.alpha}",
+               "give a positive scale (the signs setting negates it), or leave it unset to calibrate")
+        _check(len(self.signs) >= 1 and set(self.signs) <= {1, -1} and len(set(self.signs)) == len(self.signs),
+               f"signs must be [1], [-1] or [1, -1], got {list(self.signs)}", "use [1, -1] for both directions")
+        _check(self.n_contexts >= 1 and self.n_resamples >= 100, "n_contexts must be >= 1 and n_resamples >= 100",
+               "use e.g. 64 and 2000")
+
+
+@dataclass(frozen=True)
+class WeightSteerRun:
+    """One weight-steering job: train theta+/theta- for one adapter type, then compare at matched KL.
+
+    A sweep over adapter type x alpha is a grid over `kind` and `compare.alpha`; runs with equal
+    training settings share one training directory (every adapter type of theirs trained once).
+    """
+
+    model: str = "smollm2-135m"
+    pair: str = "care-over-authority"
+    kind: str = "lora"  # one adapter type per run (kinds.py lists them)
+    device: str | None = None
+    dtype: str | None = None
+    data_dir: str | None = None  # tiny-mfv folder (or STEERHEAL_TINYMFV_DIR)
+    limit: int | None = None  # evaluate only the first N vignettes
+    claims: str | None = None  # JSONL of false claims for the Yes/No probe (None: the shipped set)
+    train: WeightSteerConfig = field(default_factory=WeightSteerConfig)
+    compare: CompareSettings = field(default_factory=CompareSettings)
+
+    def __post_init__(self) -> None:
+        from ..weightsteer.kinds import parse_kinds
+
+        _check(parse_kinds(self.kind) == [self.kind], f"kind must be one adapter type, got {self.kind!r}",
+               "write e.g. kind = 'lora' (a grid over kind for several)")  # unknown/unavailable fail in parse_kinds
+        _check(self.train.kinds == WeightSteerConfig().kinds, "train.kinds is not used by a weight-steering run",
+               "set the adapter type with `kind` (a grid over it for several)")
+        _check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}", "omit it for all")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import SteerhealError
 from .parse import ExtractMethod, Scope, _check, from_dict
 
 
@@ -218,12 +217,4 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> RunConfig:
-        data = dict(data)
-        nested = {"calibrate": CalibrateConfig, "dose": DoseConfig, "filters": FilterConfig, "heal": HealConfig}
-        for key, sub in nested.items():
-            if key in data and not isinstance(data[key], sub):
-                if not isinstance(data[key], dict):
-                    raise SteerhealError(f"{where}.{key} must be a table of settings, got {data[key]!r}",
-                                         f"write {key} as an object of {sub.__name__} fields")
-                data[key] = from_dict(sub, data[key], where=f"{where}.{key}")
         return from_dict(cls, data, where=where)

@@ -82,7 +82,9 @@ def merge_settings(a: dict, b: dict) -> dict:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config") -> T:
-    """Build a config dataclass from a dict, rejecting unknown keys and values of the wrong type."""
+    """Build a config dataclass from a dict, rejecting unknown keys and values of the wrong type.
+
+    Nested config sections are built from their own tables, recursively."""
     data = dict(data or {})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
@@ -93,6 +95,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config
         )
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
-        if not dataclasses.is_dataclass(hints[key]):  # nested sections are built by their parent
-            data[key] = _coerce(value, hints[key], f"{where}.{key}")
+        hint = hints[key]
+        if not dataclasses.is_dataclass(hint):
+            data[key] = _coerce(value, hint, f"{where}.{key}")
+        elif not isinstance(value, hint):  # a nested section ([heal], [compare.calibrate]) from its table
+            if not isinstance(value, dict):
+                raise SteerhealError(f"{where}.{key} must be a table of settings, got {value!r}",
+                                     f"write {key} as an object of {hint.__name__} fields")
+            data[key] = from_dict(hint, value, where=f"{where}.{key}")
     return cls(**data)

@@ -25,21 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SteerhealError
-from ..runs import ensure_writable_dir, read_events, write_json
-from .share import prefix_key, seed_from_leader, shareable_events
+from ..runs import ensure_writable_dir, write_json
+from .jobs import check_data, check_same_config, is_finished, job_for
 from .spec import Sweep, SweepRun
 
+__all__ = ["SweepState", "check_same_config", "execute", "is_finished", "run_one"]
 
-def run_one(config: dict, run_dir: str, num_threads: int) -> dict:
-    """The body of one Ray task: the steer-heal loop in `run_dir`, resuming whatever is there."""
+
+def run_one(job: str, payload: dict, run_dir: str, num_threads: int) -> dict:
+    """The body of one Ray task: one run of `job` in `run_dir`, resuming whatever is there."""
     start = time.time()
     try:
         import torch
 
         torch.set_num_threads(max(1, num_threads))
-        from ..config import RunConfig
-        from ..loop import SteerHealLoop
-
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         with open(path / "log.txt", "a", encoding="utf-8") as log:
@@ -47,7 +46,7 @@ def run_one(config: dict, run_dir: str, num_threads: int) -> dict:
                 log.write(msg + "\n")
                 log.flush()
 
-            SteerHealLoop(RunConfig.from_dict(config), path, resume=True, log=say).run_all()
+            _TASKS[job](payload, path, say)
         return {"status": "done", "wall_s": time.time() - start}
     except SteerhealError as exc:
         return {"status": "failed", "wall_s": time.time() - start, "error": str(exc)}
@@ -56,31 +55,23 @@ def run_one(config: dict, run_dir: str, num_threads: int) -> dict:
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
-def is_finished(run: SweepRun, run_dir: Path) -> bool:
-    """Finished: the config matches, the last event is `done` and the summary has every planned round."""
-    cfg_path, events = run_dir / "config.json", run_dir / "events.jsonl"
-    if not (cfg_path.is_file() and (run_dir / "summary.json").is_file() and events.is_file()):
-        return False
-    check_same_config(run, run_dir)
-    events = read_events(events)  # a torn last line is dropped: a run killed while appending is not done
-    if not events or events[-1].get("stage") != "done":
-        return False
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return len(summary["rounds"]) >= run.config.rounds or bool(summary["stopped_early"])  # more rounds: extend
+def _loop_task(payload: dict, path: Path, log: Callable[[str], None]) -> None:
+    from ..config import RunConfig
+    from ..loop import SteerHealLoop
+
+    SteerHealLoop(RunConfig.from_dict(payload["config"]), path, resume=True, log=log).run_all()
 
 
-def check_same_config(run: SweepRun, run_dir: Path) -> None:
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        return
-    stored = json.loads(cfg_path.read_text())
-    expected = json.loads(json.dumps(run.config_dict()))
-    stored.pop("rounds", None), expected.pop("rounds", None)  # more rounds extend a run, as --resume does
-    if stored != expected:
-        changed = sorted(k for k in expected.keys() | stored.keys() if stored.get(k) != expected.get(k))
-        raise SteerhealError(f"run directory {run_dir} holds a different config for run {run.name!r} "
-                             f"(differs in {changed})",
-                             "write the changed sweep to a new --out, or delete that run directory to redo it")
+def _weight_steer_task(payload: dict, path: Path, log: Callable[[str], None]) -> None:
+    from ..config import WeightSteerRun, from_dict
+    from ..weightsteer.pipeline import run_job
+
+    write_json(path / "config.json", payload["config"])  # what the run directory holds (checked on re-submit)
+    run_job(from_dict(WeightSteerRun, payload["config"]), payload["train_dir"], path, payload["train_kinds"],
+            log=log)
+
+
+_TASKS = {"loop": _loop_task, "weight-steer": _weight_steer_task}
 
 
 @dataclass
@@ -114,12 +105,14 @@ def execute(sweep: Sweep, out: Path, *, address: str | None = None, log: Callabl
     import ray
 
     out = Path(out).resolve()
-    for run in sweep.runs:  # fail before writing anything if a directory holds another config
+    for run in sweep.runs:  # fail before writing anything if a directory holds another config ...
         check_same_config(run, out / "runs" / run.name)
-    runs_dir = ensure_writable_dir(out / "runs")
+    job = job_for(sweep, out)
+    check_data(job)  # ... or an evaluation set is missing
+    ensure_writable_dir(out / "runs")
     write_json(out / "sweep.json", sweep.to_dict())
     state = SweepState.load(out / "state.json")
-    todo = [r for r in sweep.runs if not is_finished(r, runs_dir / r.name)]
+    todo = [r for r in sweep.runs if not job.is_finished(r)]
     log(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} already finished, "
         f"{len(todo)} to run")
     if not todo:
@@ -139,7 +132,7 @@ def execute(sweep: Sweep, out: Path, *, address: str | None = None, log: Callabl
         task = ray.remote(num_cpus=sweep.resources.num_cpus, num_gpus=gpus, max_retries=0,
                           max_calls=1 if gpus else 0)(run_one)
         finished = [r for r in sweep.runs if r not in todo]
-        _schedule(sweep, todo, finished, runs_dir, task, state, ray, log)
+        _schedule(job, todo, finished, task, state, ray, log)
     finally:
         if started_here:  # a session the caller opened stays open
             ray.shutdown()
@@ -171,48 +164,55 @@ def _lost(exc: Exception) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
-def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs_dir: Path, task,
-              state: SweepState, ray, log) -> None:
-    """Leaders (one per shared prefix) start first; the rest of a group starts as soon as its
-    leader has finished round 0's pre-heal stages (or has ended without them).
+def _schedule(job, todo: list[SweepRun], finished: list[SweepRun], task, state: SweepState, ray, log) -> None:
+    """Leaders (one per group of runs sharing work) start first; the rest of a group starts as
+    soon as its leader has done the shared part. A leader that ends without it (it failed after
+    its retries) hands the lead to the next member, so two runs never do one group's shared work
+    at once (weight steering's members would train into the same directory).
 
-    A member that already has events (a re-submit), and every member of a group with a finished
+    A member that already has started (a re-submit), and every member of a group with a finished
     run, starts at once.
     """
-    share = sweep.resources.share_stages
-    done_by_key = {prefix_key(r.config): r for r in finished} if share else {}
+    resources = job.sweep.resources
+    done_by_key = {job.group(r): r for r in finished}
     tries = {r.name: 0 for r in todo}
     pending: dict = {}
-    waiting: dict[str, list[SweepRun]] = {}  # leader name -> members held back
-    threads = max(1, math.ceil(sweep.resources.num_cpus))
+    waiting: dict[str, tuple[SweepRun, list[SweepRun]]] = {}  # leader name -> (leader, members held back)
+    threads = max(1, math.ceil(resources.num_cpus))
 
     def submit(run: SweepRun) -> None:
         tries[run.name] += 1
-        pending[task.remote(run.config_dict(), str(runs_dir / run.name), threads)] = (run, time.time())
+        pending[task.remote(job.name, job.payload(run), str(job.runs_dir / run.name), threads)] = (run, time.time())
         log(f"  start {run.name} (attempt {tries[run.name]})")
 
-    def release(leader: str) -> None:
-        for member in waiting.pop(leader, []):
-            if seed_from_leader(runs_dir / leader, runs_dir / member.name):
-                log(f"  {member.name}: round-0 pre-heal stages shared from {leader}")
+    def release(leader_name: str, *, ended: bool = False) -> None:
+        leader, members = waiting.pop(leader_name, (None, []))
+        if ended and members and not job.ready(leader):  # it failed before the shared part: next one leads
+            submit(members[0])
+            if members[1:]:
+                waiting[members[0].name] = (members[0], members[1:])
+            return
+        for member in members:
+            shared = job.seed(leader, member)
+            if shared:
+                log(f"  {member.name}: {shared}")
             submit(member)
 
     groups: dict[str, list[SweepRun]] = {}
     for run in todo:
-        started = (runs_dir / run.name / "events.jsonl").exists()
-        groups.setdefault(prefix_key(run.config) if share and not started else run.name, []).append(run)
+        groups.setdefault(run.name if job.started(run) else job.group(run), []).append(run)
     for key, members in groups.items():
-        if key in done_by_key:  # a finished run already holds the stages: every member starts now
-            waiting[done_by_key[key].name] = members
+        if key in done_by_key:  # a finished run already holds the shared work: every member starts now
+            waiting[done_by_key[key].name] = (done_by_key[key], members)
             release(done_by_key[key].name)
         else:
             submit(members[0])
             if members[1:]:
-                waiting[members[0].name] = members[1:]
+                waiting[members[0].name] = (members[0], members[1:])
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
-        for leader in [n for n in waiting if shareable_events(runs_dir / n)]:
-            release(leader)  # the leader is past its steered evaluation: its group can start
+        for name in [n for n, (leader, _) in waiting.items() if job.ready(leader)]:
+            release(name)  # the leader has done the shared part: its group can start
         if not ready:
             continue
         run, submitted = pending.pop(ready[0])
@@ -225,7 +225,7 @@ def _schedule(sweep: Sweep, todo: list[SweepRun], finished: list[SweepRun], runs
             log(f"  done  {run.name} in {result['wall_s']:.0f} s")
         else:
             log(f"  FAILED {run.name} (attempt {tries[run.name]}): {result['error']}")
-            if tries[run.name] <= sweep.resources.retries:
+            if tries[run.name] <= resources.retries:
                 submit(run)
                 continue
-        release(run.name)  # ended without sharing its stages (else released above): members compute their own
+        release(run.name, ended=True)  # ended without sharing (else released above): the next member leads

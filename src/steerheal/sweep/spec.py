@@ -1,4 +1,4 @@
-"""A sweep file: which runs to make, as a grid and/or a list over RunConfig keys.
+"""A sweep file: which runs to make, as a grid and/or a list over config keys.
 
     name = "agg-matched"          # the sweep directory's default name
     preset = "demo"               # every run starts from this preset ...
@@ -11,6 +11,9 @@
     "heal.reg" = "nll"
     [resources]                   # per run (see Resources)
     num_cpus = 2
+
+A weight-steering sweep sets `job = "weight-steer"`; its keys are WeightSteerRun fields
+(`kind`, `train.*`, `compare.*`, ...; no preset), e.g. a grid over `kind` x `compare.alpha`.
 
 A run is named after the keys it sets (`agg-mean_seed-0`), so its directory is stable across
 re-submits and a finished one is found again. Every run's config is built and checked before
@@ -27,11 +30,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import RunConfig
+from ..config import RunConfig, WeightSteerRun
 from ..config.parse import _check, from_dict, merge_settings
 from ..errors import SteerhealError
 
-_TOP_KEYS = {"name", "description", "preset", "seeds", "base", "grid", "runs", "resources"}
+_TOP_KEYS = {"name", "description", "job", "preset", "seeds", "base", "grid", "runs", "resources"}
+JOB_CONFIGS = {"loop": RunConfig, "weight-steer": WeightSteerRun}  # what one run of each job is
+_SEED_KEY = {"loop": "seed", "weight-steer": "train.seed"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,9 @@ class Resources:
     num_cpus: float = 2
     num_gpus: float | Literal["auto"] = "auto"
     retries: int = 1  # a failed run is tried again (resuming its run directory) this many times
-    share_stages: bool = True  # runs differing only in heal settings reuse round 0's pre-heal stages
+    # loop: runs differing only in heal settings reuse round 0's pre-heal stages;
+    # weight-steer: runs with equal training settings share one training directory
+    share_stages: bool = True
 
     def __post_init__(self) -> None:
         _check(self.num_cpus > 0, f"resources.num_cpus must be > 0, got {self.num_cpus}", "use e.g. 2")
@@ -54,7 +61,7 @@ class Resources:
 class SweepRun:
     name: str
     overrides: dict[str, Any]  # the dotted keys this run sets beyond the preset and [base]
-    config: RunConfig
+    config: RunConfig | WeightSteerRun
 
     def config_dict(self) -> dict:
         return asdict(self.config)
@@ -67,6 +74,7 @@ class Sweep:
     preset: str | None
     runs: list[SweepRun]
     resources: Resources = field(default_factory=Resources)
+    job: str = "loop"
 
     @property
     def varied(self) -> list[str]:
@@ -75,7 +83,7 @@ class Sweep:
         return [k for k in keys if len({json.dumps(r.overrides.get(k)) for r in self.runs}) > 1]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "preset": self.preset,
+        return {"name": self.name, "description": self.description, "job": self.job, "preset": self.preset,
                 "resources": asdict(self.resources),
                 "runs": [{"name": r.name, "overrides": r.overrides, "config": r.config_dict()} for r in self.runs]}
 
@@ -108,6 +116,10 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
 
     unknown = set(raw) - _TOP_KEYS
     _check(not unknown, f"{where}: unknown key(s) {sorted(unknown)}", f"use only {sorted(_TOP_KEYS)}")
+    job = raw.get("job", "loop")
+    _check(job in JOB_CONFIGS, f"{where}: unknown job {job!r}", f"use one of {sorted(JOB_CONFIGS)}")
+    _check(job == "loop" or "preset" not in raw, f"{where}: presets are steer-heal loop settings, not {job} ones",
+           "remove `preset` and set the model and other fields in [base]")
     grid, listed = raw.get("grid", {}), raw.get("runs", [])
     _check(isinstance(grid, dict) and isinstance(listed, list) and all(isinstance(r, dict) for r in listed),
            f"{where}: [grid] must be a table and [[runs]] a list of tables",
@@ -123,11 +135,12 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
     if seeds is not None:
         _check(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
                f"{where}: seeds must be a non-empty list of integers, got {seeds!r}", "write e.g. seeds = [0, 1, 2]")
-        points = [{**p, "seed": s} for p in points for s in seeds]
+        points = [{**p, _SEED_KEY[job]: s} for p in points for s in seeds]
     preset = raw.get("preset")
     start = load_preset(preset) if preset else {}
     base = raw.get("base", {})
-    _check(isinstance(base, dict), f"{where}: [base] must be a table", "write [base] with RunConfig fields")
+    _check(isinstance(base, dict), f"{where}: [base] must be a table",
+           f"write [base] with {JOB_CONFIGS[job].__name__} fields")
     runs, seen = [], set()
     for point in points:
         name = run_name(point)
@@ -136,7 +149,7 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
         seen.add(name)
         merged = merge_settings(merge_settings(start, _nest(_flatten(base))), _nest(point))
         try:
-            runs.append(SweepRun(name, point, RunConfig.from_dict(merged, where=f"{where} run {name}")))
+            runs.append(SweepRun(name, point, from_dict(JOB_CONFIGS[job], merged, where=f"{where} run {name}")))
         except SteerhealError as exc:  # range checks do not know the run: name it
             if f"run {name}" in exc.problem:
                 raise
@@ -144,7 +157,7 @@ def parse_sweep(raw: dict, default_name: str = "sweep", where: str = "sweep") ->
     res = raw.get("resources", {})
     _check(isinstance(res, dict), f"{where}: [resources] must be a table", "write [resources] num_cpus = 2")
     resources = from_dict(Resources, res, where=f"{where} resources")
-    return Sweep(str(raw.get("name", default_name)), str(raw.get("description", "")), preset, runs, resources)
+    return Sweep(str(raw.get("name", default_name)), str(raw.get("description", "")), preset, runs, resources, job)
 
 
 def _flatten(table: dict, prefix: str = "") -> dict:

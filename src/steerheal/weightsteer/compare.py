@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..config import CalibrateConfig, EvalConfig, ExtractConfig
+from ..config import CompareSettings, ExtractConfig
 from ..data import PersonaPair, contexts, heldout_prompts
-from ..dose import calibrate
+from ..dose import calibrate, kl_at
 from ..evals import compare, evaluate
 from ..evals.claims import probe_shift, yes_no_probe
 from ..evals.mfv import prompt_baseline
@@ -31,20 +31,6 @@ from ..steering.extract import extract
 from ..steering.hooks import SteerSpec
 from ..steering.vector import SteeringVector
 from .delta import WeightDelta
-
-
-@dataclass
-class CompareSettings:
-    dataset: str
-    protocol: str = "json-bool"
-    target_kl: float = 1.0
-    signs: tuple[int, ...] = (1, -1)
-    vector: bool = True
-    prompt: bool = True
-    n_contexts: int = 64  # activation-vector extraction contexts
-    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    n_resamples: int = 2000
 
 
 @dataclass
@@ -62,10 +48,19 @@ class MethodRow:
         return self.method if self.sign == 0 else f"{self.method} {'+' if self.sign > 0 else '-'}"
 
 
-def _key(settings: CompareSettings, label: str, source: str = "") -> str:
-    """Cache key of a row: the settings, the row and (for dW rows) the dW file's digest."""
-    blob = json.dumps([asdict(settings), label, source], sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+# Settings each kind of row does not depend on: a row is recomputed only when one it uses changes.
+_NOT_FOR = {
+    "base": ("target_kl", "rel_tol", "alpha", "calibrate", "n_contexts"),
+    "prompt": ("target_kl", "rel_tol", "alpha", "calibrate", "n_contexts"),
+    "vector": ("alpha",),
+    "ws": ("n_contexts",),
+    "ws-fixed": ("n_contexts", "target_kl", "rel_tol"),  # a fixed alpha: KL is measured, not matched
+}
+_NEVER = ("signs", "vector", "prompt", "n_resamples")  # choose rows or summarise them; change no row
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class MethodComparison:
@@ -76,9 +71,19 @@ class MethodComparison:
         self.lm, self.pair, self.items, self.claims = lm, pair, items, claims
         self.s, self.parts, self.log = settings, parts_dir, log
         self.cal_prompts = heldout_prompts()
+        # Rows are cached by what they were computed from: model, vignettes, claims and the settings they use.
+        self.inputs = {"model": f"{lm.spec}@{lm.revision}", "items": _digest([asdict(v) for v in items]),
+                       "claims": _digest(list(claims))}
 
-    def _cached(self, label: str, run: Callable[[], MethodRow], source: str = "") -> MethodRow:
-        key = _key(self.s, label, f"{self.lm.spec}@{self.lm.revision}|{source}")  # another model: recompute
+    def _key(self, row_kind: str, label: str, source: str = "") -> str:
+        used = {k: v for k, v in asdict(self.s).items() if k not in _NEVER + _NOT_FOR[row_kind]}
+        return _digest([used, self.inputs, label, source])
+
+    def _cal_cfg(self):
+        return replace(self.s.calibrate, target_kl=self.s.target_kl, tol=self.s.rel_tol * self.s.target_kl)
+
+    def _cached(self, row_kind: str, label: str, run: Callable[[], MethodRow], source: str = "") -> MethodRow:
+        key = self._key(row_kind, label, source)
         path = self.parts / f"{label.replace(':', '_').replace(' ', '_')}-{key}.json"
         if path.is_file():
             return MethodRow(**json.loads(path.read_text()))
@@ -98,23 +103,29 @@ class MethodComparison:
         return row
 
     def base(self) -> MethodRow:
-        return self._cached("base", lambda: self._evaluate(MethodRow("base", 0)))
+        return self._cached("base", "base", lambda: self._evaluate(MethodRow("base", 0)))
 
     def prompt(self, sign: int) -> MethodRow:
         persona = self.pair.pos if sign > 0 else self.pair.neg
-        return self._cached(MethodRow("prompt", sign).label,
+        return self._cached("prompt", MethodRow("prompt", sign).label,
                             lambda: self._evaluate(MethodRow("prompt", sign), system=persona))
 
-    def _calibrated(self, method: str, sign: int, target, evaluate_at: Callable[[MethodRow, float], MethodRow],
-                    source: str = ""):
+    def _calibrated(self, row_kind: str, method: str, sign: int, target,
+                    evaluate_at: Callable[[MethodRow, float], MethodRow], source: str = ""):
         def run() -> MethodRow:
-            cal = calibrate(self.lm, target, self.cal_prompts, replace(self.s.calibrate, target_kl=self.s.target_kl),
-                            desc=f"calibrate {method}")
+            cal = calibrate(self.lm, target, self.cal_prompts, self._cal_cfg(), desc=f"calibrate {method}")
             return evaluate_at(MethodRow(method, sign, sign * cal.coeff, cal.stats.p95, cal.converged), cal.coeff)
-        return self._cached(MethodRow(method, sign).label, run, source)
+        return self._cached(row_kind, MethodRow(method, sign).label, run, source)
+
+    def _fixed(self, method: str, sign: int, target, alpha: float,
+               evaluate_at: Callable[[MethodRow, float], MethodRow], source: str = ""):
+        def run() -> MethodRow:
+            stats = kl_at(self.lm, target, alpha, self.cal_prompts, self._cal_cfg())
+            return evaluate_at(MethodRow(method, sign, sign * alpha, stats.p95, None), alpha)
+        return self._cached("ws-fixed", MethodRow(method, sign).label, run, source)
 
     def _vector(self) -> SteeringVector:
-        path = self.parts / f"vector-{_key(self.s, 'vector', f'{self.lm.spec}@{self.lm.revision}')}.safetensors"
+        path = self.parts / f"vector-{_digest([self.s.n_contexts, self.inputs['model']])}.safetensors"
         if path.is_file():
             return SteeringVector.load(path)
         vec = extract(self.lm, self.pair.pos, self.pair.neg, contexts()[: self.s.n_contexts], ExtractConfig())
@@ -123,7 +134,7 @@ class MethodComparison:
 
     def vector(self, sign: int) -> MethodRow:
         signed = self._vector() * sign
-        return self._calibrated("vector", sign, signed,
+        return self._calibrated("vector", "vector", sign, signed,
                                 lambda row, c: self._evaluate(row, steer=[SteerSpec(signed, c)]))
 
     def weights(self, delta: WeightDelta, sign: int) -> MethodRow:
@@ -132,7 +143,9 @@ class MethodComparison:
         def evaluate_at(row: MethodRow, alpha: float) -> MethodRow:
             with signed.applied(self.lm, alpha):
                 return self._evaluate(row)
-        return self._calibrated(f"ws:{delta.kind}", sign, signed, evaluate_at, delta.digest)
+        if self.s.alpha is not None:
+            return self._fixed(f"ws:{delta.kind}", sign, signed, self.s.alpha, evaluate_at, delta.digest)
+        return self._calibrated("ws", f"ws:{delta.kind}", sign, signed, evaluate_at, delta.digest)
 
     def run(self, deltas: Sequence[WeightDelta]) -> list[MethodRow]:
         rows = [self.base()]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import GenerateConfig, WeightSteerConfig
+from ..config import GenerateConfig, WeightSteerConfig, WeightSteerRun
 from ..data import contexts, persona_pair, read_jsonl
 from ..errors import SteerhealError
 from ..evals.claims import load_claims
@@ -115,8 +115,11 @@ def load_deltas(directory: Path, kinds: Sequence[str] | None = None) -> list[Wei
 
 def compare_dir(directory: str | Path, settings: CompareSettings, out: str | Path, *, data_dir: str | None = None,
                 limit: int | None = None, kinds: Sequence[str] | None = None, claims_path: str | None = None,
-                log: Callable[[str], None] = print) -> dict:
-    """Evaluate base, prompting, the activation vector and every dW of `directory` at matched KL."""
+                parts_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Evaluate base, prompting, the activation vector and every dW of `directory` at matched KL.
+
+    Finished rows are cached in `parts_dir` (default `<out>.parts/`); comparisons that share it
+    share every row whose inputs they share (a sweep over alpha computes the base row once)."""
     directory, out = Path(directory), Path(out)
     if not (directory / "config.json").is_file():
         raise SteerhealError(f"{directory} is not a weight-steering directory (no config.json)",
@@ -128,7 +131,7 @@ def compare_dir(directory: str | Path, settings: CompareSettings, out: str | Pat
         delta.check_compatible(lm)
     pair = persona_pair(meta["pair"])
     items = load_dataset(settings.dataset, data_dir, limit)
-    parts = ensure_writable_dir(out.parent / f"{out.name}.parts")
+    parts = ensure_writable_dir(Path(parts_dir) if parts_dir else out.parent / f"{out.name}.parts")
     comparison = MethodComparison(lm, pair, items, load_claims(claims_path), settings, parts, log)
     rows = comparison.run(deltas)
     summary = summarise(rows, pair.target_foundation, settings.n_resamples)
@@ -136,3 +139,17 @@ def compare_dir(directory: str | Path, settings: CompareSettings, out: str | Pat
     log(legend(summary))
     log(format_table(summary))
     return summary
+
+
+def run_job(job: WeightSteerRun, train_out: str | Path, out: str | Path, train_kinds: Sequence[str] | None = None,
+            *, log: Callable[[str], None] = print) -> dict:
+    """One weight-steering run (a sweep task): train (or reuse) the dW in `train_out`, compare it.
+
+    `train_kinds` are trained together (every adapter type the runs sharing `train_out` need);
+    the comparison of `job.kind` goes to `out/compare.json` and `.md`, its row cache beside the
+    training so runs sharing a training share rows too."""
+    train_out, out = Path(train_out), Path(out)
+    train_dir(job.model, job.pair, list(train_kinds or [job.kind]), train_out, job.train, device=job.device,
+              dtype=job.dtype, log=log)
+    return compare_dir(train_out, job.compare, out / "compare.json", data_dir=job.data_dir, limit=job.limit,
+                       kinds=[job.kind], claims_path=job.claims, parts_dir=train_out / "compare.parts", log=log)
