@@ -55,6 +55,19 @@ def test_bad_sweep_files_fail_before_running(raw, needle):
         parse_sweep({"preset": "smoke", **raw})
 
 
+def test_every_shipped_sweep_parses_and_the_cli_help_names_it():
+    from steerheal.cli.sweep import sweep_cmd
+    from steerheal.sweep.spec import shipped_sweeps
+
+    names = shipped_sweeps()
+    assert {"smoke-2x2", "agg-matched", "ws-smoke", "ws-kind-alpha"} <= set(names)
+    import typing
+
+    help_text = typing.get_type_hints(sweep_cmd, include_extras=True)["sweep"].__metadata__[0].help
+    for name in names:
+        assert load_sweep(name).runs and name in help_text, name
+
+
 def test_unknown_sweep_name_lists_the_shipped_ones():
     with pytest.raises(SteerhealError, match="agg-matched"):
         load_sweep("no-such-sweep")

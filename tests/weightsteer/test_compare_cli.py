@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from steerheal.cli import app
 from steerheal.config import CompareSettings, from_dict
-from steerheal.weightsteer.pipeline import compare_dir
 from steerheal.weightsteer import WeightDelta
+from steerheal.weightsteer.pipeline import compare_dir
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random-llama", "--dtype", "float32", "--device", "cpu"]

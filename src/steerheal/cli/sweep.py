@@ -1,4 +1,5 @@
-"""`steerheal sweep SWEEP`: many steer-heal runs from one TOML file, on Ray, compared in one table."""
+"""`steerheal sweep SWEEP`: many steer-heal (or weight-steering) runs from one TOML file, on Ray,
+compared in one table."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from . import app, echo_table
 @app.command("sweep")
 def sweep_cmd(
     sweep: Annotated[str, typer.Argument(help="A sweep TOML file, or a shipped sweep: agg-matched, "
-                                         "agg-matched-tau0.05, smoke-2x2.")],
+                                         "agg-matched-tau0.05, smoke-2x2, ws-kind-alpha, ws-smoke.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Sweep directory (default runs/sweeps/NAME). "
                                              "Re-submitting skips finished runs.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local "
@@ -28,8 +29,10 @@ def sweep_cmd(
 
     The file: `preset`, optional `seeds = [..]`, `[base]` (RunConfig fields for every run),
     `[grid]` ("heal.agg" = ["mean", "rmse"]: every combination), `[[runs]]` (extra runs one by
-    one), `[resources]` (num_cpus, num_gpus = "auto", retries, share_stages). Writes
-    results.md/.csv/.json and sweep.png to the sweep directory.
+    one), `[resources]` (num_cpus, num_gpus = "auto", retries, share_stages). With
+    `job = "weight-steer"` the keys are WeightSteerRun fields (kind, train.*, compare.*; no
+    preset), e.g. a grid over kind x "compare.alpha". Writes results.md/.csv/.json and
+    sweep.png to the sweep directory.
     """
     from ..sweep import collect, execute, load_sweep
 
