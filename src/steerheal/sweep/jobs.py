@@ -112,10 +112,15 @@ class WeightSteerJob:
     def __init__(self, sweep: Sweep, out: Path):
         self.sweep, self.out, self.runs_dir = sweep, Path(out), Path(out) / "runs"
         self.kinds: dict[str, list[str]] = {}
+        named: dict[str, str] = {}  # training directory -> group: two trainings never share one
         for run in sweep.runs:
-            self.kinds.setdefault(self.group(run), [])
-            if run.config.kind not in self.kinds[self.group(run)]:
-                self.kinds[self.group(run)].append(run.config.kind)
+            group = self.group(run)
+            self.kinds.setdefault(group, [])
+            if run.config.kind not in self.kinds[group]:
+                self.kinds[group].append(run.config.kind)
+            if named.setdefault(str(self.train_dir(run)), group) != group:
+                raise SteerhealError(f"two different trainings would share {self.train_dir(run)}",
+                                     "make the training keys of the sweep differ in more than punctuation")
 
     def train_dir(self, run: SweepRun) -> Path:
         if not self.sweep.resources.share_stages:

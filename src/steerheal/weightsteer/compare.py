@@ -71,9 +71,10 @@ class MethodComparison:
         self.lm, self.pair, self.items, self.claims = lm, pair, items, claims
         self.s, self.parts, self.log = settings, parts_dir, log
         self.cal_prompts = heldout_prompts()
-        # Rows are cached by what they were computed from: model, vignettes, claims and the settings they use.
-        self.inputs = {"model": f"{lm.spec}@{lm.revision}", "items": _digest([asdict(v) for v in items]),
-                       "claims": _digest(list(claims))}
+        # Rows are cached by what they were computed from: model, personas, vignettes, claims and the
+        # settings they use (one --out may see comparisons of several training directories).
+        self.inputs = {"model": f"{lm.spec}@{lm.revision}", "pair": [pair.pos, pair.neg],
+                       "items": _digest([asdict(v) for v in items]), "claims": _digest(list(claims))}
 
     def _key(self, row_kind: str, label: str, source: str = "") -> str:
         used = {k: v for k, v in asdict(self.s).items() if k not in _NEVER + _NOT_FOR[row_kind]}
@@ -125,7 +126,8 @@ class MethodComparison:
         return self._cached("ws-fixed", MethodRow(method, sign).label, run, source)
 
     def _vector(self) -> SteeringVector:
-        path = self.parts / f"vector-{_digest([self.s.n_contexts, self.inputs['model']])}.safetensors"
+        path = self.parts / f"vector-{_digest([self.s.n_contexts, self.inputs['model'], self.inputs['pair']])}" \
+                            ".safetensors"
         if path.is_file():
             return SteeringVector.load(path)
         vec = extract(self.lm, self.pair.pos, self.pair.neg, contexts()[: self.s.n_contexts], ExtractConfig())
