@@ -220,6 +220,11 @@ def test_weight_steer_sweep_expands_kind_by_alpha_and_shares_one_training():
     seeded_job = WeightSteerJob(seeded, "out")
     assert len({seeded_job.group(r) for r in seeded.runs}) == 2  # one training per seed, not per alpha
     assert {training_name(r) for r in seeded.runs} == {"seed-0", "seed-1"}
+    # A listed run that leaves train.lr at its default trains with the grid's run that sets it to that value.
+    mixed = parse_sweep({"job": "weight-steer", "grid": {"train.lr": [0.0005, 0.001]}, "runs": [{"kind": "ia3"}]})
+    mixed_job = WeightSteerJob(mixed, "out")
+    dirs = {r.name: mixed_job.train_dir(r) for r in mixed.runs}
+    assert dirs["kind-ia3"] == dirs["lr-0.0005"] != dirs["lr-0.001"]
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -284,3 +289,24 @@ def test_weight_steer_resubmit_skips_finished_runs_and_rejects_a_changed_config(
     raw["base"]["limit"] = 10
     with pytest.raises(SteerhealError, match=r"different config.*\['limit'\]"):
         execute(parse_sweep(raw), out, log=lambda _: None)
+
+
+def test_weight_steer_resubmit_with_a_new_kind_trains_it_once(ws_sweep):
+    """A finished group that needs one more adapter type: one run trains it, the others wait for it."""
+    import tomllib
+    from importlib import resources
+
+    _, out, _, _ = ws_sweep
+    raw = tomllib.loads(resources.files("steerheal").joinpath("data", "sweeps", "ws-smoke.toml").read_text())
+    raw["grid"]["kind"] = ["lora", "ia3", "oft"]
+    lines = []
+    state = execute(parse_sweep(raw), out, log=lines.append)
+    assert "6 runs, 4 already finished, 2 to run" in lines[0]
+    assert [state.attempts[n][-1]["status"] for n in ("kind-oft_alpha-1.0", "kind-oft_alpha-4.0")] == ["done"] * 2
+    logs = [(out / "runs" / n / "log.txt").read_text() for n in ("kind-oft_alpha-1.0", "kind-oft_alpha-4.0")]
+    assert sum("oft: trained in" in log for log in logs) == 1
+    # The second waited until the first had trained oft and compared (not started beside it).
+    assert lines.index("  kind-oft_alpha-4.0: uses the dW trained by kind-oft_alpha-1.0") == \
+        lines.index("  start kind-oft_alpha-4.0 (attempt 1)") - 1
+    assert set(json.loads((out / "train" / "default" / "train.json").read_text())) == {"lora", "ia3", "oft"}
+

@@ -53,6 +53,7 @@ class LoopJob:
 
     name = "loop"
     seed_key = "seed"
+    exclusive = False  # members of a group whose leader failed can all compute their own stages at once
 
     def __init__(self, sweep: Sweep, out: Path):
         self.sweep, self.out, self.runs_dir = sweep, Path(out), Path(out) / "runs"
@@ -108,24 +109,26 @@ class WeightSteerJob:
 
     name = "weight-steer"
     seed_key = "train.seed"
+    exclusive = True  # one run at a time may train into a group's directory
 
     def __init__(self, sweep: Sweep, out: Path):
         self.sweep, self.out, self.runs_dir = sweep, Path(out), Path(out) / "runs"
         self.kinds: dict[str, list[str]] = {}
-        named: dict[str, str] = {}  # training directory -> group: two trainings never share one
+        self.names: dict[str, str] = {}  # group -> training directory name, from the group's first run
         for run in sweep.runs:
             group = self.group(run)
             self.kinds.setdefault(group, [])
             if run.config.kind not in self.kinds[group]:
                 self.kinds[group].append(run.config.kind)
-            if named.setdefault(str(self.train_dir(run)), group) != group:
-                raise SteerhealError(f"two different trainings would share {self.train_dir(run)}",
-                                     "make the training keys of the sweep differ in more than punctuation")
+            self.names.setdefault(group, training_name(run))
+        if len(set(self.names.values())) < len(self.names):  # two trainings never share a directory
+            raise SteerhealError("two different trainings of this sweep would share one train/ directory name",
+                                 "make the training keys of the sweep differ in more than punctuation")
 
     def train_dir(self, run: SweepRun) -> Path:
         if not self.sweep.resources.share_stages:
             return self.runs_dir / run.name / "train"
-        return self.out / "train" / training_name(run)
+        return self.out / "train" / self.names[self.group(run)]
 
     def payload(self, run: SweepRun) -> dict:
         return {"config": run.config_dict(), "train_dir": str(self.train_dir(run)),
@@ -148,9 +151,10 @@ class WeightSteerJob:
         return json.dumps({k: v for k, v in cfg.items() if k not in _NOT_TRAINING}, sort_keys=True, default=str)
 
     def ready(self, leader: SweepRun) -> bool:
-        """The leader has trained every adapter type of its group."""
+        """The leader has trained every adapter type of its group and finished its comparison, so
+        the rows the group shares (base, prompting, vector) are cached for the members."""
         path = self.train_dir(leader) / "train.json"
-        if not path.is_file():
+        if not (path.is_file() and (self.runs_dir / leader.name / "compare.json").is_file()):
             return False
         record = json.loads(path.read_text())
         return all(k in record for k in self.kinds[self.group(leader)])
@@ -182,7 +186,8 @@ class WeightSteerJob:
             return []
         result = json.loads(path.read_text())
         base_pmass = next(r["pmass"] for r in result["rows"] if r["method"] == "base")
-        return [{"label": e["label"], "target_kl": result["settings"]["target_kl"], **_method_row(e, base_pmass)}
+        return [{"label": e["label"], "training": self.train_dir(run).name,
+                 "target_kl": result["settings"]["target_kl"], **_method_row(e, base_pmass)}
                 for e in result["rows"] if e["method"] in ("prompt", "vector")]
 
 

@@ -144,9 +144,9 @@ def markdown(results: dict) -> str:
     if refs:
         lines += ["", "References on the same vignettes (prompting; the activation vector calibrated at "
                   "its run's target_kl):", "",
-                  *_table(["method", "target KL", "coeff", "KL p95", "delta [95% CI]", "pmass/base"],
-                          [[r["label"], _fmt(r["target_kl"]), _fmt(r.get("alpha"), 4), _fmt(r.get("kl_p95")),
-                            _ci(r), _fmt(r.get("pmass_ratio"))] for r in refs])]
+                  *_table(["method", "training", "target KL", "coeff", "KL p95", "delta [95% CI]", "pmass/base"],
+                          [[r["label"], r["training"], _fmt(r["target_kl"]), _fmt(r.get("alpha"), 4),
+                            _fmt(r.get("kl_p95")), _ci(r), _fmt(r.get("pmass_ratio"))] for r in refs])]
     failed = [r for r in results["runs"] if r["status"] == "failed"]
     lines += [f"\nfailed: {r['run']}: {r.get('error', '')}" for r in failed]
     return "\n".join(lines) + "\n"

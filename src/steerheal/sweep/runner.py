@@ -166,9 +166,9 @@ def _lost(exc: Exception) -> str:
 
 def _schedule(job, todo: list[SweepRun], finished: list[SweepRun], task, state: SweepState, ray, log) -> None:
     """Leaders (one per group of runs sharing work) start first; the rest of a group starts as
-    soon as its leader has done the shared part. A leader that ends without it (it failed after
-    its retries) hands the lead to the next member, so two runs never do one group's shared work
-    at once (weight steering's members would train into the same directory).
+    soon as its leader has done the shared part. Where that work is exclusive (weight steering's
+    members would train into one directory), a leader that ends without it (it failed after its
+    retries) hands the lead to the next member; loop members then compute their own stages.
 
     A member that already has started (a re-submit), and every member of a group with a finished
     run, starts at once.
@@ -187,7 +187,7 @@ def _schedule(job, todo: list[SweepRun], finished: list[SweepRun], task, state: 
 
     def release(leader_name: str, *, ended: bool = False) -> None:
         leader, members = waiting.pop(leader_name, (None, []))
-        if ended and members and not job.ready(leader):  # it failed before the shared part: next one leads
+        if ended and members and job.exclusive and not job.ready(leader):  # no shared part: next one leads
             submit(members[0])
             if members[1:]:
                 waiting[members[0].name] = (members[0], members[1:])
@@ -202,9 +202,9 @@ def _schedule(job, todo: list[SweepRun], finished: list[SweepRun], task, state: 
     for run in todo:
         groups.setdefault(run.name if job.started(run) else job.group(run), []).append(run)
     for key, members in groups.items():
-        if key in done_by_key:  # a finished run already holds the shared work: every member starts now
+        if key in done_by_key:  # a finished run holds the shared work (unless the group grew: then one leads)
             waiting[done_by_key[key].name] = (done_by_key[key], members)
-            release(done_by_key[key].name)
+            release(done_by_key[key].name, ended=True)
         else:
             submit(members[0])
             if members[1:]:

@@ -57,6 +57,7 @@ _NOT_FOR = {
     "ws-fixed": ("n_contexts", "target_kl", "rel_tol"),  # a fixed alpha: KL is measured, not matched
 }
 _NEVER = ("signs", "vector", "prompt", "n_resamples")  # choose rows or summarise them; change no row
+_KL_READS = ("quantile", "n_tokens", "n_prompts", "batch_size")  # what a KL measurement at fixed alpha reads
 
 
 def _digest(obj) -> str:
@@ -73,11 +74,14 @@ class MethodComparison:
         self.cal_prompts = heldout_prompts()
         # Rows are cached by what they were computed from: model, personas, vignettes, claims and the
         # settings they use (one --out may see comparisons of several training directories).
-        self.inputs = {"model": f"{lm.spec}@{lm.revision}", "pair": [pair.pos, pair.neg],
+        self.inputs = {"model": f"{lm.spec}@{lm.revision}:{lm.dtype}", "pair": [pair.pos, pair.neg],
                        "items": _digest([asdict(v) for v in items]), "claims": _digest(list(claims))}
 
     def _key(self, row_kind: str, label: str, source: str = "") -> str:
         used = {k: v for k, v in asdict(self.s).items() if k not in _NEVER + _NOT_FOR[row_kind]}
+        if "calibrate" in used:  # as the row reads it: target and tolerance come from target_kl / rel_tol
+            cal = asdict(self._cal_cfg())
+            used["calibrate"] = {k: cal[k] for k in _KL_READS} if row_kind == "ws-fixed" else cal
         return _digest([used, self.inputs, label, source])
 
     def _cal_cfg(self):
