@@ -22,7 +22,7 @@ def search_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="New directory for the search.")] = Path(
         "runs/discover"),
     steps: Annotated[int, typer.Option(help="Optimiser steps per search (divergence) or per vector (melbo).")] = 24,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-2 divergence, 0.05 x radius melbo).")] =
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 3e-3 divergence, 0.05 x radius melbo).")] =
         None,
     rank: Annotated[int, typer.Option(help="divergence: rank of each block's write.")] = 2,
     kl_stop: Annotated[float | None, typer.Option(help="divergence: stop a search once its mean token KL to base "

@@ -160,35 +160,35 @@ class WeightSteerJob:
         return all(k in record for k in self.kinds[self.group(leader)])
 
     def seed(self, leader: SweepRun, member: SweepRun) -> str | None:
-        return f"uses the dW trained by {leader.name}" if self.ready(leader) else None
+        return f"uses the dW trained by {leader.name}"  # members are only released once the leader is ready
 
     def dataset(self, run: SweepRun) -> tuple[str, str | None]:
         return run.config.compare.dataset, run.config.data_dir
 
     def rows(self, run: SweepRun, base: dict) -> list[dict]:
         """One row per sign: the dW at its (calibrated or fixed) alpha against the base model."""
-        path = self.runs_dir / run.name / "compare.json"
-        if not path.is_file():
+        result = self._comparison(run)
+        if result is None:
             return [base]
-        result = json.loads(path.read_text())
-        base_pmass = next(r["pmass"] for r in result["rows"] if r["method"] == "base")
-        out = []
-        for entry in result["rows"]:
-            if entry["method"] != f"ws:{run.config.kind}":
-                continue
-            out.append({**base, **_method_row(entry, base_pmass), "axis": result["axis"]})
+        out = [{**base, **_method_row(e, result["base_pmass"]), "axis": result["axis"]}
+               for e in result["rows"] if e["method"] == f"ws:{run.config.kind}"]
         return out or [base]
 
     def references(self, run: SweepRun) -> list[dict]:
         """The prompting and activation-vector rows of this run's comparison (same vignettes, same target)."""
+        result = self._comparison(run)
+        if result is None:
+            return []
+        return [{"label": e["label"], "training": self.train_dir(run).name,
+                 "target_kl": result["settings"]["target_kl"], **_method_row(e, result["base_pmass"])}
+                for e in result["rows"] if e["method"] in ("prompt", "vector")]
+
+    def _comparison(self, run: SweepRun) -> dict | None:
         path = self.runs_dir / run.name / "compare.json"
         if not path.is_file():
-            return []
+            return None
         result = json.loads(path.read_text())
-        base_pmass = next(r["pmass"] for r in result["rows"] if r["method"] == "base")
-        return [{"label": e["label"], "training": self.train_dir(run).name,
-                 "target_kl": result["settings"]["target_kl"], **_method_row(e, base_pmass)}
-                for e in result["rows"] if e["method"] in ("prompt", "vector")]
+        return {**result, "base_pmass": next(r["pmass"] for r in result["rows"] if r["method"] == "base")}
 
 
 def _method_row(entry: dict, base_pmass: float | None) -> dict:
